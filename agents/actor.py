@@ -1,0 +1,58 @@
+"""`AgentActor`: the Agent inside a Ray actor, so teachers and the student train in parallel.
+
+The wrapper adds nothing but process isolation and placement: every method forwards to the plain
+`Agent`, and only texts, token ids and floats cross the boundary (adapters are written to the run
+directory by the agent itself). `torch.set_num_threads` keeps fractional-CPU actors from
+oversubscribing the machine's cores.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import ray
+
+from agents.agent import Agent
+
+
+class _AgentHost:
+    """Holds one Agent; `call` runs a method and reports how long the actor spent on it."""
+
+    def __init__(self, name: str, spec: dict, cache_dir: str | None = None, num_threads: int = 1):
+        self.name = name
+        self.agent = Agent(name, spec, cache_dir=cache_dir, num_threads=num_threads)
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+        start = time.perf_counter()
+        result = getattr(self.agent, method)(*args, **kwargs)
+        return result, time.perf_counter() - start
+
+    def info(self) -> dict:
+        return {"name": self.name, "pid": os.getpid(), "model_path": self.agent.model_path,
+                "adapters": self.agent.adapters, "device": str(self.agent.device), "stats": dict(self.agent.stats)}
+
+    def ping(self) -> str:
+        return self.name
+
+    # direct forwards for interactive use from a driver or Ray client
+    def generate(self, *args, **kwargs):
+        return self.agent.generate(*args, **kwargs)
+
+    def logprobs(self, *args, **kwargs):
+        return self.agent.logprobs(*args, **kwargs)
+
+    def perplexity(self, *args, **kwargs):
+        return self.agent.perplexity(*args, **kwargs)
+
+    def train(self, *args, **kwargs):
+        return self.agent.train(*args, **kwargs)
+
+    def save(self, directory: str) -> None:
+        self.agent.save(directory)
+
+    def load(self, directory: str) -> None:
+        self.agent.load(directory)
+
+
+AgentActor = ray.remote(_AgentHost)

@@ -1,0 +1,478 @@
+"""The Agent: one causal LM with its LoRA adapters, able to generate, score and train itself.
+
+Plain Python (no Ray), so every behaviour is testable in-process; `agents.actor.AgentActor` puts it
+in a Ray actor. One base model is held once; the agent itself is the `default` adapter, its
+**negative agent** (MACPO) is the `negative` adapter, and any further adapter (e.g. a baseline) is
+another name on the same base. Reference log-probs come from the same base with the adapter
+disabled (or with the adapter as it stood when a training call started), never from a second copy.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from agents.config import ModelSpec, SamplingConfig, TrainConfig
+from agents.generation import make_backend
+from agents.templates import apply_template
+from losses import dpo_loss, macpo_loss, token_logps, wspo_loss
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ("sft", "dpo", "macpo", "wspo")
+AGENT_STATE_FILE = "agent_state.json"
+
+
+class AgentError(RuntimeError):
+    """A problem with an agent's model, adapters or inputs, stated in one line."""
+
+
+def coerce(cls, value):
+    """Accept a dataclass instance or a plain dict (as sent over Ray) for a config dataclass."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        known = {f.name for f in fields(cls)}
+        unknown = set(value) - known
+        if unknown:
+            raise AgentError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+        return cls(**value)
+    raise AgentError(f"expected {cls.__name__} or dict, got {type(value).__name__}")
+
+
+def resolve_model_path(name_or_path: str, seed: int, cache_dir: str | None) -> str:
+    """`tiny:<preset>` -> built local dir; an existing path -> itself; otherwise a hub id."""
+    if name_or_path.startswith("tiny:"):
+        from agents.tiny import tiny_model_path
+
+        return str(tiny_model_path(name_or_path.split(":", 1)[1], seed, cache_dir))
+    expanded = os.path.expanduser(name_or_path)
+    if os.path.exists(expanded):
+        if not os.path.isdir(expanded):
+            raise AgentError(f"model path {name_or_path} is a file; give a save_pretrained directory")
+        return expanded
+    if name_or_path.startswith(("/", "./", "../", "~")) or name_or_path.count("/") > 1:
+        raise AgentError(f"model path {name_or_path} does not exist")
+    return name_or_path  # a hub id
+
+
+class Agent:
+    """A teacher or the student: base model + named LoRA adapters (`default`, `negative`, ...)."""
+
+    def __init__(self, name: str, spec: ModelSpec | dict, cache_dir: str | None = None, num_threads: int | None = None):
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import get_peft_model
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # per-shard bars from every actor drown the run's own progress
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.name = name
+        self.spec = coerce(ModelSpec, spec)
+        if isinstance(self.spec.lora, dict):
+            from agents.config import LoraConfig
+
+            self.spec.lora = coerce(LoraConfig, self.spec.lora)
+        self.model_path = resolve_model_path(self.spec.name_or_path, self.spec.seed, cache_dir)
+        self.device = torch.device(
+            ("cuda" if torch.cuda.is_available() else "cpu") if self.spec.device == "auto" else self.spec.device
+        )
+        dtype = getattr(torch, self.spec.dtype)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                self.model_path, trust_remote_code=self.spec.trust_remote_code
+            )
+            base = AutoModelForCausalLM.from_pretrained(
+                self.model_path, dtype=dtype, trust_remote_code=self.spec.trust_remote_code, use_safetensors=True,
+                **({"device_map": self.spec.device_map} if self.spec.device_map else {}),
+            )
+        except Exception as exc:  # noqa: BLE001 - turned into one clear line
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise AgentError(f"cannot load model {self.spec.name_or_path!r} for {name}: {first}") from exc
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if self.tokenizer.eos_token_id is None:
+            raise AgentError(f"tokenizer of {self.spec.name_or_path!r} has no EOS token")
+        lora = self.spec.lora
+        self.lora_config = PeftLoraConfig(
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
+        )
+        torch.manual_seed(self.spec.seed)  # adapter init is reproducible per agent
+        if not self.spec.device_map:
+            base = base.to(self.device)
+        self.model = get_peft_model(base, self.lora_config, adapter_name="default")
+        self.model.eval()
+        self.backend = make_backend(self.spec.backend, self.model_path, self.spec)
+        self._train_calls = 0
+        self.stats: dict[str, int] = {"truncated_prompts": 0, "nan_batches": 0}
+
+    # ------------------------------------------------------------------ adapters
+    @property
+    def adapters(self) -> list[str]:
+        return list(self.model.peft_config)
+
+    @property
+    def active_adapter(self) -> str:
+        return self.model.active_adapter
+
+    def _check_adapter(self, adapter: str) -> None:
+        if adapter not in self.model.peft_config:
+            raise AgentError(f"{self.name} has no adapter {adapter!r}; it has {self.adapters}")
+
+    @contextlib.contextmanager
+    def adapter_context(self, adapter: str | None):
+        """Run a block with `adapter` active (None: the current one), then restore."""
+        previous = self.active_adapter
+        if adapter is not None and adapter != previous:
+            self._check_adapter(adapter)
+            self.model.set_adapter(adapter)
+        try:
+            yield
+        finally:
+            if self.active_adapter != previous:
+                self.model.set_adapter(previous)
+
+    def copy_adapter(self, source: str, target: str) -> None:
+        """Make `target` an exact copy of `source` (created if missing): a negative agent starts so."""
+        from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+        self._check_adapter(source)
+        if target not in self.model.peft_config:
+            self.model.add_adapter(target, copy.deepcopy(self.model.peft_config[source]))
+        state = get_peft_model_state_dict(self.model, adapter_name=source)
+        set_peft_model_state_dict(self.model, state, adapter_name=target)
+        self.backend.adapter_updated(self, target)
+
+    def adapter_weights(self, adapter: str = "default") -> dict[str, torch.Tensor]:
+        from peft import get_peft_model_state_dict
+
+        self._check_adapter(adapter)
+        return {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model, adapter_name=adapter).items()}
+
+    # ------------------------------------------------------------------ encoding
+    def encode_prompt(self, text: str) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        if self.tokenizer.bos_token_id is not None:
+            ids = [self.tokenizer.bos_token_id] + ids
+        return ids
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Raw token ids of texts (no special tokens): compares tokenizers across agents (WSPO)."""
+        return [self.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+
+    def _encode(self, prompt: str, response: str) -> tuple[list[int], list[int]]:
+        """Template the prompt, tokenize prompt and response (+EOS); truncate to `max_length`.
+
+        The response is cut first; the prompt is cut from the left but keeps at least half the
+        window, so truncation never leaves an empty prompt.
+        """
+        p = self.encode_prompt(apply_template(self.spec.template, prompt))
+        r = self.tokenizer(response, add_special_tokens=False).input_ids + [self.tokenizer.eos_token_id]
+        limit = self.spec.max_length
+        if len(p) + len(r) > limit:
+            keep_prompt = min(len(p), max(limit // 2, limit - len(r)))
+            if keep_prompt < len(p):
+                self.stats["truncated_prompts"] += 1
+                p = p[-keep_prompt:]
+            r = r[: limit - len(p)]
+        return p, r
+
+    def _response_token_logps(self, encoded: Sequence[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probs of the response tokens, left-aligned: ([B, R], mask [B, R])."""
+        pad = self.tokenizer.pad_token_id
+        width = max(len(p) + len(r) for p, r in encoded)
+        resp_width = max(len(r) for _, r in encoded)
+        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        attn = torch.zeros((len(encoded), width), dtype=torch.long)
+        pos = torch.zeros((len(encoded), resp_width), dtype=torch.long)
+        mask = torch.zeros((len(encoded), resp_width), dtype=torch.bool)
+        for i, (p, r) in enumerate(encoded):
+            ids[i, : len(p) + len(r)] = torch.tensor(p + r)
+            attn[i, : len(p) + len(r)] = 1
+            pos[i, : len(r)] = torch.arange(len(p), len(p) + len(r))
+            mask[i, : len(r)] = True
+        ids, attn, pos, mask = (t.to(self.device) for t in (ids, attn, pos, mask))
+        logits = self.model(input_ids=ids, attention_mask=attn).logits
+        # response token at position k is predicted by the logits at k - 1
+        pred = logits.gather(1, (pos - 1).clamp(min=0).unsqueeze(-1).expand(-1, -1, logits.size(-1)))
+        labels = ids.gather(1, pos)
+        return token_logps(pred, labels) * mask, mask
+
+    def _batched(self, items: Sequence[Any], batch_size: int) -> Iterable[list[int]]:
+        """Index batches sorted by length, so padding stays small."""
+        order = sorted(range(len(items)), key=lambda i: len(items[i][0]) + len(items[i][1]))
+        for start in range(0, len(order), batch_size):
+            yield order[start : start + batch_size]
+
+    # ------------------------------------------------------------------ inference
+    def generate(self, prompts: Sequence[str], sampling: SamplingConfig | dict | None = None, adapter: str | None = None) -> list[str]:
+        """One response per prompt with `adapter` (default: the agent itself)."""
+        sampling = coerce(SamplingConfig, sampling)
+        texts = [apply_template(self.spec.template, p) for p in prompts]
+        return self.backend.generate(self, texts, sampling, adapter or "default")
+
+    def logprobs(self, prompts: Sequence[str], responses: Sequence[str], adapter: str | None = "default",
+                 batch_size: int = 64) -> dict[str, list[float]]:
+        """Sum and mean log-prob of each response (EOS included) given its prompt.
+
+        `adapter=None` scores with the adapter disabled (the base model)."""
+        if len(prompts) != len(responses):
+            raise AgentError(f"{len(prompts)} prompts but {len(responses)} responses")
+        encoded = [self._encode(p, r) for p, r in zip(prompts, responses)]
+        sums = [0.0] * len(encoded)
+        counts = [0] * len(encoded)
+        with torch.no_grad(), self._scoring_context(adapter):
+            for idx in self._batched(encoded, batch_size):
+                logps, mask = self._response_token_logps([encoded[i] for i in idx])
+                for row, i in enumerate(idx):
+                    sums[i] = float(logps[row].sum())
+                    counts[i] = int(mask[row].sum())
+        return {"sum": sums, "mean": [s / max(c, 1) for s, c in zip(sums, counts)], "n_tokens": counts}
+
+    def perplexity(self, prompts: Sequence[str], responses: Sequence[str], adapter: str | None = "default") -> list[float]:
+        """exp(mean token NLL) of each response: MACPO picks the teacher answer with the lowest."""
+        return [math.exp(-m) for m in self.logprobs(prompts, responses, adapter)["mean"]]
+
+    def token_logprobs(self, prompts: Sequence[str], responses: Sequence[str], adapter: str | None = "default",
+                       batch_size: int = 64) -> list[list[float]]:
+        """Per-token log-probs of each response (WSPO ships these from weak to strong)."""
+        encoded = [self._encode(p, r) for p, r in zip(prompts, responses)]
+        out: list[list[float]] = [[] for _ in encoded]
+        with torch.no_grad(), self._scoring_context(adapter):
+            for idx in self._batched(encoded, batch_size):
+                logps, mask = self._response_token_logps([encoded[i] for i in idx])
+                for row, i in enumerate(idx):
+                    out[i] = logps[row][mask[row]].tolist()
+        return out
+
+    @contextlib.contextmanager
+    def _scoring_context(self, adapter: str | None):
+        if adapter is None:
+            with self.model.disable_adapter():
+                yield
+        else:
+            with self.adapter_context(adapter):
+                yield
+
+    # ------------------------------------------------------------------ training
+    def train(self, examples: Sequence[dict], objective: str, config: TrainConfig | dict | None = None,
+              adapter: str = "default", init_from: str | None = None) -> dict[str, float]:
+        """Train `adapter` on `examples` and return metrics.
+
+        examples: sft -> {prompt, response}; dpo/macpo -> {prompt, chosen, rejected};
+        wspo -> {prompt, response, weak_aligned_logps, weak_ref_logps} (per response token).
+        `init_from`: first make `adapter` a copy of that adapter (how a negative agent starts), in
+        the same call, so a retried call never sees a half-made adapter.
+        """
+        from transformers import get_cosine_schedule_with_warmup
+
+        cfg = coerce(TrainConfig, config)
+        if objective not in OBJECTIVES:
+            raise AgentError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
+        if not examples:
+            raise AgentError(f"{self.name}: no training examples for {objective} on adapter {adapter!r}")
+        if cfg.reference not in ("base", "round_start"):
+            raise AgentError(f"train.reference={cfg.reference!r}: choose base or round_start")
+        if init_from is not None:
+            self.copy_adapter(init_from, adapter)
+        self._check_adapter(adapter)
+        start = time.perf_counter()
+        batches = self._prepare(examples, objective, cfg, adapter)
+        self._train_calls += 1
+        rng = random.Random(self.spec.seed * 1000 + self._train_calls)
+        steps_per_epoch = math.ceil(len(batches) / cfg.grad_accum)
+        total_steps = steps_per_epoch * cfg.epochs
+        if cfg.max_steps:
+            total_steps = min(total_steps, cfg.max_steps)
+        metrics: dict[str, list[float]] = {}
+        tokens = 0
+        nan_batches = 0
+        step = 0
+        with self.adapter_context(adapter):
+            params = []
+            for name, p in self.model.named_parameters():
+                p.requires_grad_(f".{adapter}." in name and "lora_" in name)
+                if p.requires_grad:
+                    params.append(p)
+            optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+            self.model.train()
+            try:
+                for _ in range(cfg.epochs):
+                    order = list(range(len(batches)))
+                    rng.shuffle(order)
+                    for k, b in enumerate(order):
+                        if step >= total_steps:
+                            break
+                        loss, batch_metrics, n_tok = self._loss(batches[b], objective, cfg)
+                        if not torch.isfinite(loss):
+                            nan_batches += 1  # documented recovery: skip the batch, count it
+                            continue
+                        (loss / cfg.grad_accum).backward()
+                        tokens += n_tok
+                        for key, value in batch_metrics.items():
+                            metrics.setdefault(key, []).append(value)
+                        if (k + 1) % cfg.grad_accum == 0 or k + 1 == len(order):
+                            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                            optimizer.step()
+                            scheduler.step()
+                            optimizer.zero_grad(set_to_none=True)
+                            step += 1
+            finally:
+                self.model.eval()
+                for p in params:
+                    p.requires_grad_(False)
+        self.stats["nan_batches"] += nan_batches
+        if nan_batches and not metrics:
+            raise AgentError(f"{self.name}: every {objective} batch gave a non-finite loss (lr={cfg.lr})")
+        self.backend.adapter_updated(self, adapter)
+        seconds = time.perf_counter() - start
+        out = {key: sum(v) / len(v) for key, v in metrics.items()}
+        out.update(steps=step, examples=len(examples), nan_batches=nan_batches, seconds=seconds,
+                   tokens_per_s=tokens / seconds if seconds > 0 else 0.0)
+        return out
+
+    def _prepare(self, examples: Sequence[dict], objective: str, cfg: TrainConfig, adapter: str) -> list[list[dict]]:
+        """Tokenize, attach reference log-probs (computed once, before any update) and batch."""
+        items: list[dict] = []
+        try:
+            for ex in examples:
+                if objective in ("sft", "wspo"):
+                    item = {"seq": self._encode(ex["prompt"], ex["response"])}
+                    if objective == "wspo":
+                        n = len(item["seq"][1])
+                        item["weak_aligned"] = list(ex["weak_aligned_logps"])[:n]
+                        item["weak_ref"] = list(ex["weak_ref_logps"])[:n]
+                        if len(item["weak_aligned"]) != n or len(item["weak_ref"]) != n:
+                            raise AgentError(
+                                f"{self.name}: weak log-probs cover {len(item['weak_aligned'])} tokens but the "
+                                f"response has {n}; weak and strong tokenizers must match"
+                            )
+                else:
+                    item = {"chosen": self._encode(ex["prompt"], ex["chosen"]),
+                            "rejected": self._encode(ex["prompt"], ex["rejected"])}
+                items.append(item)
+        except KeyError as exc:
+            raise AgentError(f"{self.name}: {objective} example lacks key {exc}") from None
+        batches = [list(items[i : i + cfg.batch_size]) for i in range(0, len(items), cfg.batch_size)]
+        if objective == "sft":
+            return batches
+        ref_adapter = None if cfg.reference == "base" else adapter
+        with torch.no_grad(), self._scoring_context(ref_adapter):
+            for batch in batches:
+                if objective == "wspo":
+                    ref, _ = self._response_token_logps([it["seq"] for it in batch])
+                    for row, it in enumerate(batch):
+                        it["strong_ref"] = ref[row].cpu()
+                    continue
+                seqs = [it["chosen"] for it in batch] + [it["rejected"] for it in batch]
+                logps, mask = self._response_token_logps(seqs)
+                sums, counts = logps.sum(-1), mask.sum(-1).clamp(min=1)
+                for row, it in enumerate(batch):
+                    it["ref_chosen"] = (float(sums[row]), float(sums[row] / counts[row]))
+                    it["ref_rejected"] = (float(sums[len(batch) + row]), float(sums[len(batch) + row] / counts[len(batch) + row]))
+        return batches
+
+    def _loss(self, batch: list[dict], objective: str, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float], int]:
+        if objective == "sft":
+            logps, mask = self._response_token_logps([it["seq"] for it in batch])
+            nll = -(logps.sum(-1) / mask.sum(-1).clamp(min=1))
+            return nll.mean(), {"loss": float(nll.detach().mean())}, int(mask.sum())
+        if objective == "wspo":
+            logps, mask = self._response_token_logps([it["seq"] for it in batch])
+            width = logps.size(1)
+
+            def stack(key):
+                out = torch.zeros_like(logps)
+                for row, it in enumerate(batch):
+                    values = torch.as_tensor(it[key], dtype=logps.dtype)
+                    out[row, : len(values)] = values.to(logps.device)[:width]
+                return out
+
+            strong_ref = torch.stack([torch.nn.functional.pad(it["strong_ref"], (0, width - it["strong_ref"].numel()))
+                                      for it in batch]).to(logps.device)
+            loss = wspo_loss(logps, strong_ref, stack("weak_aligned"), stack("weak_ref"), mask, gamma=cfg.gamma)
+            return loss.mean(), {"loss": float(loss.detach().mean())}, int(mask.sum())
+        n = len(batch)
+        logps, mask = self._response_token_logps([it["chosen"] for it in batch] + [it["rejected"] for it in batch])
+        counts = mask.sum(-1).clamp(min=1)
+        sums, avgs = logps.sum(-1), logps.sum(-1) / counts
+        use_avg = cfg.loss_type == "ipo"  # IPO works on length-averaged log-probs
+        pick = 1 if use_avg else 0
+        policy = avgs if use_avg else sums
+        ref_c = torch.tensor([it["ref_chosen"][pick] for it in batch], device=logps.device)
+        ref_r = torch.tensor([it["ref_rejected"][pick] for it in batch], device=logps.device)
+        if objective == "dpo":
+            loss, rc, rr = dpo_loss(policy[:n], policy[n:], ref_c, ref_r, beta=cfg.beta, loss_type=cfg.loss_type,
+                                    label_smoothing=cfg.label_smoothing)
+        else:
+            loss, rc, rr = macpo_loss(policy[:n], policy[n:], ref_c, ref_r, avgs[:n], beta=cfg.beta, gamma=cfg.gamma,
+                                      loss_type=cfg.loss_type)
+        margin = rc - rr
+        return loss.mean(), {
+            "loss": float(loss.detach().mean()),
+            "reward_margin": float(margin.mean()),
+            "accuracy": float((margin > 0).float().mean()),
+            "chosen_nll": float(-avgs[:n].detach().mean()),
+        }, int(mask.sum())
+
+    # ------------------------------------------------------------------ persistence
+    def save_adapter(self, adapter: str, path: str | os.PathLike) -> None:
+        """Write one adapter in PEFT format (adapter_config.json + adapter_model.safetensors)."""
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        self._check_adapter(adapter)
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(self.model, adapter_name=adapter).items()}
+        save_file(state, str(path / "adapter_model.safetensors"), metadata={"format": "pt"})
+        config = copy.deepcopy(self.model.peft_config[adapter])
+        config.base_model_name_or_path = self.model_path
+        config.save_pretrained(str(path))
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Every adapter under `directory/<adapter>/` plus `agent_state.json` (no optimizer state)."""
+        directory = Path(directory)
+        for adapter in self.adapters:
+            self.save_adapter(adapter, directory / adapter)
+        state = {"name": self.name, "model_path": self.model_path, "adapters": self.adapters,
+                 "train_calls": self._train_calls, "stats": self.stats,
+                 "spec": asdict(self.spec) if is_dataclass(self.spec) else self.spec}
+        (directory / AGENT_STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    def load(self, directory: str | os.PathLike) -> None:
+        """Restore every adapter saved by `save` (safetensors only; nothing is unpickled)."""
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        state_file = directory / AGENT_STATE_FILE
+        if not state_file.exists():
+            raise AgentError(f"{directory} is not an agent checkpoint (no {AGENT_STATE_FILE})")
+        state = json.loads(state_file.read_text())
+        for adapter in state["adapters"]:
+            weights = directory / adapter / "adapter_model.safetensors"
+            if not weights.exists():
+                raise AgentError(f"checkpoint {directory} lacks {weights.name} for adapter {adapter!r}")
+            if adapter not in self.model.peft_config:
+                self.model.add_adapter(adapter, copy.deepcopy(self.model.peft_config["default"]))
+            set_peft_model_state_dict(self.model, load_file(str(weights), device=str(self.device)), adapter_name=adapter)
+            self.backend.adapter_updated(self, adapter)
+        self.model.set_adapter("default")
+        self._train_calls = state.get("train_calls", 0)
+        self.stats.update(state.get("stats", {}))

@@ -1,0 +1,80 @@
+"""Python entry points: connect to Ray and run a whole configuration.
+
+`run(config)` is what `python -m orchestrator.main` does, minus argument parsing: it works the same
+from a notebook, a Ray client session or a job submitted with `ray job submit`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import ray
+
+from orchestrator.config import RunConfig, preflight
+
+log = logging.getLogger("orchestrator")
+
+
+def connect(config: RunConfig) -> bool:
+    """Attach to the cluster in `ray.address` / RAY_ADDRESS, else start a local Ray on 127.0.0.1.
+
+    Returns True when this call started Ray (and so should shut it down)."""
+    if ray.is_initialized():
+        return False
+    address = config.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, namespace=config.ray.namespace, log_to_driver=True)
+        return True
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(
+        namespace=config.ray.namespace,
+        include_dashboard=config.ray.include_dashboard,
+        dashboard_host=config.ray.dashboard_host,
+        num_cpus=os.cpu_count(),
+        log_to_driver=True,
+    )
+    return True
+
+
+def orchestrator_name(run_dir: str) -> str:
+    return f"orchestrator:{os.path.basename(os.path.normpath(run_dir))}"
+
+
+def create_orchestrator(config: RunConfig, resume_dir: str | None = None) -> Any:
+    """Start the named Orchestrator actor for `config` and wait until it is up."""
+    from orchestrator.actor import Orchestrator
+    from orchestrator.run_dir import default_output_dir
+
+    if resume_dir is None and not config.output_dir:
+        config.output_dir = default_output_dir()
+    run_dir = resume_dir or config.output_dir
+    handle = Orchestrator.options(
+        name=orchestrator_name(run_dir), namespace=config.ray.namespace, num_cpus=config.resources.orchestrator_cpus,
+        max_concurrency=4,  # progress()/summary() answer while a round runs
+    ).remote(config.to_dict(), resume_dir)
+    ray.get(handle.ready.remote())
+    return handle
+
+
+def run(config: RunConfig, resume_dir: str | None = None) -> dict:
+    """Set up, run every round and return the summary dict (DESIGN.md schema)."""
+    preflight(config)
+    started_ray = connect(config)
+    handle = None
+    try:
+        handle = create_orchestrator(config, resume_dir)
+        start = time.perf_counter()
+        summary = ray.get(handle.run.remote())
+        summary["total_wall_s"] = round(time.perf_counter() - start, 2)
+        return summary
+    finally:
+        if handle is not None:
+            try:
+                ray.get(handle.shutdown.remote(), timeout=60)
+            except Exception:  # noqa: BLE001 - best effort: actors die with the job anyway
+                pass
+            ray.kill(handle)
+        if started_ray:
+            ray.shutdown()

@@ -1,0 +1,105 @@
+"""`python -m orchestrator.main [--config PATH] [--resume RUN_DIR] [key=value ...]`
+
+Runs a whole MACPO or WSPO job: on a local Ray by default, or on the cluster in RAY_ADDRESS (as under
+`ray job submit`). Bad configuration, data or paths end with exit code 2 and one line naming the
+culprit; a failure during the run ends with exit code 1 and one line, never a traceback wall.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from orchestrator.config import ConfigError, config_from_dict, load_config
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestrator.main",
+        description="Multi-agent weak-to-strong alignment (MACPO / WSPO) on Ray.",
+        epilog="Overrides: dotted keys, e.g. rounds=1 teachers.count=5 algorithm=wspo ablation.hard_negatives=false",
+    )
+    parser.add_argument("--config", default=None, help="YAML run config (default: configs/default.yaml)")
+    parser.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last complete round")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    return parser.parse_args(argv)
+
+
+def format_table(summary: dict) -> str:
+    """Reward per agent (rows) per round (columns), baselines and PGR below."""
+    rounds = summary.get("rounds", [])
+    agents = summary.get("agents", [])
+    head = f"{'agent':<14}" + "".join(f"{'round ' + str(r['round']):>10}" for r in rounds)
+    lines = [head, "-" * len(head)]
+    for agent in agents:
+        cells = "".join(f"{r['eval'][agent]['reward']:>10.3f}" if agent in r["eval"] else f"{'-':>10}" for r in rounds)
+        lines.append(f"{agent:<14}{cells}")
+    for name, metrics in summary.get("baselines", {}).items():
+        if isinstance(metrics, dict) and "reward" in metrics:
+            lines.append(f"baseline {name}: {metrics['reward']:.3f}")
+    if summary.get("pgr"):
+        p = summary["pgr"]
+        lines.append(f"PGR (weak {p['weak']:.3f}, ceiling {p['ceiling']:.3f}): round 0 {p['round_0']}, final {p['final']}")
+    return "\n".join(lines)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The innermost cause of an error as one line (Ray wraps actor errors in RayTaskError)."""
+    cause = exc
+    seen = set()
+    while id(cause) not in seen:
+        seen.add(id(cause))
+        inner = getattr(cause, "cause", None) or cause.__cause__
+        if inner is None:
+            break
+        cause = inner
+    text = str(cause).strip().splitlines()
+    message = next((line for line in reversed(text) if line.strip() and not line.startswith(" ")), type(cause).__name__)
+    return f"{type(cause).__name__}: {message}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        if args.resume:
+            from orchestrator.run_dir import RunDirectory
+
+            config = config_from_dict(RunDirectory(args.resume).read_config())
+            if args.overrides:
+                raise ConfigError("--resume takes no overrides: the run's own config.yaml is used")
+        else:
+            config = load_config(args.config, args.overrides)
+        if args.quiet:
+            config.progress = False
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from orchestrator.api import run
+    from tasks import TaskConfigError, TaskDataError
+
+    try:
+        summary = run(config, resume_dir=args.resume)
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume RUN_DIR", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one clear line, never a traceback wall
+        line = _one_line(exc)
+        bad_input = any(name in line for name in (TaskConfigError.__name__, TaskDataError.__name__, "AgentError", "ConfigError"))
+        print(f"error: {line}", file=sys.stderr)
+        return EXIT_BAD_INPUT if bad_input else EXIT_FAILED
+    print()
+    print(format_table(summary))
+    print(f"\nrun directory: {summary['run_dir']}  ({summary.get('total_wall_s', 0):.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

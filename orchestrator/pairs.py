@@ -1,0 +1,71 @@
+"""MACPO preference pairs, built from texts and scores only (no tensors, no Ray).
+
+Student:   y+ = the teacher response with the lowest perplexity under the student (mutual positive
+           augmentation), y- = the student's hard negative (its negative agent's output).
+Teacher k: y+ = the student's response, y- = teacher k's hard negative.
+Ablations (DESIGN.md): `mutual_positives=False` takes y+ from the agent itself, `hard_negatives=False`
+takes y- from the agent's own positive sample. Pairs whose two sides are equal, or whose positive is
+empty, carry no signal and are dropped - and counted, so nothing disappears silently.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+
+@dataclass
+class PairSet:
+    """Training pairs for one agent plus what was dropped and why."""
+
+    pairs: list[dict] = field(default_factory=list)
+    dropped_equal: int = 0
+    dropped_empty: int = 0
+
+    def stats(self) -> dict[str, int]:
+        return {"pairs": len(self.pairs), "dropped_equal": self.dropped_equal, "dropped_empty": self.dropped_empty}
+
+
+def _make(prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str]) -> PairSet:
+    out = PairSet()
+    for prompt, pos, neg in zip(prompts, chosen, rejected, strict=True):
+        if not pos.strip():
+            out.dropped_empty += 1
+        elif pos.strip() == neg.strip():
+            out.dropped_equal += 1
+        else:
+            out.pairs.append({"prompt": prompt, "chosen": pos, "rejected": neg})
+    return out
+
+
+def lowest_perplexity(candidates: Sequence[Sequence[str]], perplexities: Sequence[Sequence[float]]) -> tuple[list[str], list[int]]:
+    """For each prompt, the candidate with the lowest perplexity and the index of its source.
+
+    candidates[k][i] is source k's response to prompt i; perplexities has the same shape. Empty
+    candidates never win while a non-empty one exists; ties go to the lower index.
+    """
+    if not candidates:
+        raise ValueError("no candidate sources to select from")
+    n = len(candidates[0])
+    chosen, sources = [], []
+    for i in range(n):
+        best = min(
+            range(len(candidates)),
+            key=lambda k: (not candidates[k][i].strip(), perplexities[k][i]),
+        )
+        chosen.append(candidates[best][i])
+        sources.append(best)
+    return chosen, sources
+
+
+def student_pairs(prompts: Sequence[str], own: Sequence[str], hard_negatives: Sequence[str],
+                  best_teacher: Sequence[str], mutual_positives: bool = True, use_hard_negatives: bool = True) -> PairSet:
+    chosen = best_teacher if mutual_positives else own
+    rejected = hard_negatives if use_hard_negatives else own
+    return _make(prompts, chosen, rejected)
+
+
+def teacher_pairs(prompts: Sequence[str], own: Sequence[str], hard_negatives: Sequence[str],
+                  student_responses: Sequence[str], mutual_positives: bool = True, use_hard_negatives: bool = True) -> PairSet:
+    chosen = student_responses if mutual_positives else own
+    rejected = hard_negatives if use_hard_negatives else own
+    return _make(prompts, chosen, rejected)

@@ -1,0 +1,162 @@
+"""The agent actors of one run and the one way the orchestrator talks to them: a parallel stage.
+
+`AgentPool.stage` fans one call out to many agents at once and gathers the answers with
+`ray.wait` under a deadline, so a hung actor surfaces as an error naming it instead of a hang. Each
+answer carries the seconds the actor itself spent, which is what the run's timing figures are made
+of (stage wall time vs the slowest actor = orchestration overhead).
+
+When an actor dies mid-stage, the pool starts a fresh one for that agent, restores its adapters
+from the last state it saved (a round checkpoint or the pool's own snapshot), and redoes only that
+agent's call; after `max_failures` restarts in a run it gives up with an error naming the agent.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from agents.actor import AgentActor
+from agents.config import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+class StageError(RuntimeError):
+    """A stage could not complete; the message names the stage and the agent."""
+
+
+@dataclass
+class Call:
+    method: str
+    args: tuple = ()
+    kwargs: dict | None = None
+
+
+@dataclass
+class StageResult:
+    results: dict[str, Any]
+    actor_s: dict[str, float]
+    wall_s: float
+
+    @property
+    def overhead_s(self) -> float:
+        return max(0.0, self.wall_s - max(self.actor_s.values(), default=0.0))
+
+
+class AgentPool:
+    """Creates, calls and (on failure) recreates the agent actors of one run."""
+
+    def __init__(self, run_id: str, namespace: str, cache_dir: str | None, torch_threads: int,
+                 stage_timeout_s: float, max_failures: int, progress: Callable[[str, int], Any] | None = None):
+        self.run_id = run_id
+        self.namespace = namespace
+        self.cache_dir = cache_dir
+        self.torch_threads = torch_threads
+        self.stage_timeout_s = stage_timeout_s
+        self.max_failures = max_failures
+        self.progress = progress
+        self.handles: dict[str, Any] = {}
+        self.specs: dict[str, tuple[ModelSpec, dict]] = {}
+        self.restore_dirs: dict[str, str] = {}  # agent -> directory its adapters are restored from
+        self.failures: dict[str, int] = {}
+
+    # ------------------------------------------------------------ actors
+    def start(self, name: str, spec: ModelSpec, resources: dict) -> None:
+        """Create the actor (non-blocking); the first stage call waits for its model to load."""
+        self.specs[name] = (spec, resources)
+        self.handles[name] = self._create(name, spec, resources)
+
+    def _create(self, name: str, spec: ModelSpec, resources: dict):
+        options = dict(name=f"{self.run_id}:{name}", namespace=self.namespace, lifetime=None,
+                       num_cpus=resources.get("num_cpus", 0.5), num_gpus=resources.get("num_gpus", 0.0),
+                       max_restarts=0, max_concurrency=1)
+        if resources.get("scheduling_strategy") is not None:
+            options["scheduling_strategy"] = resources["scheduling_strategy"]
+        return AgentActor.options(**options).remote(name, asdict(spec), self.cache_dir, self.torch_threads)
+
+    def names(self) -> list[str]:
+        return list(self.handles)
+
+    def kill(self, name: str) -> None:
+        ray.kill(self.handles[name], no_restart=True)
+
+    def shutdown(self) -> None:
+        for handle in self.handles.values():
+            try:
+                ray.kill(handle, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self.handles.clear()
+
+    def _recover(self, name: str, stage: str, error: Exception) -> None:
+        self.failures[name] = self.failures.get(name, 0) + 1
+        if self.failures[name] > self.max_failures:
+            raise StageError(f"stage {stage}: agent {name} failed {self.failures[name]} times "
+                             f"(ray.max_failures={self.max_failures}); last error: {str(error).splitlines()[0]}") from error
+        log.warning("agent %s died in stage %s (%s); restarting it (failure %d of %d allowed)",
+                    name, stage, type(error).__name__, self.failures[name], self.max_failures)
+        try:
+            ray.kill(self.handles[name], no_restart=True)
+        except Exception:  # noqa: BLE001
+            pass
+        spec, resources = self.specs[name]
+        self.handles[name] = self._create(name, spec, resources)
+        if name in self.restore_dirs:
+            ray.get(self.handles[name].load.remote(self.restore_dirs[name]), timeout=self.stage_timeout_s)
+
+    # ------------------------------------------------------------ stages
+    def stage(self, stage: str, calls: dict[str, Call]) -> StageResult:
+        """Run `calls` (agent -> Call) in parallel; return results, per-actor seconds, wall time."""
+        start = time.perf_counter()
+        results: dict[str, Any] = {}
+        actor_s: dict[str, float] = {}
+        pending: dict[Any, str] = {}
+
+        def submit(agent: str) -> None:
+            call = calls[agent]
+            ref = self.handles[agent].call.remote(call.method, *call.args, **(call.kwargs or {}))
+            pending[ref] = agent
+
+        for agent in calls:
+            if agent not in self.handles:
+                raise StageError(f"stage {stage}: unknown agent {agent!r}")
+            submit(agent)
+        deadline = start + self.stage_timeout_s
+        while pending:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                slow = sorted(pending.values())
+                for agent in slow:  # a hung actor is treated like a dead one: restart, retry once
+                    self._recover(agent, stage, TimeoutError(f"no answer within {self.stage_timeout_s}s"))
+                    submit(agent)
+                deadline = time.perf_counter() + self.stage_timeout_s
+                for ref in [r for r, a in pending.items() if a in slow and r not in _latest(pending, slow)]:
+                    pending.pop(ref)
+                continue
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=remaining)
+            for ref in ready:
+                agent = pending.pop(ref)
+                try:
+                    value, seconds = ray.get(ref, timeout=60)
+                except (RayActorError, GetTimeoutError) as exc:
+                    self._recover(agent, stage, exc)
+                    submit(agent)
+                    continue
+                results[agent] = value
+                actor_s[agent] = seconds
+                if self.progress:
+                    self.progress(stage, len(results))
+        return StageResult(results, actor_s, time.perf_counter() - start)
+
+
+def _latest(pending: dict, agents: list[str]) -> set:
+    """The newest pending ref of each agent (refs are inserted in submission order)."""
+    latest: dict[str, Any] = {}
+    for ref, agent in pending.items():
+        if agent in agents:
+            latest[agent] = ref
+    return set(latest.values())

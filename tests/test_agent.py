@@ -1,0 +1,149 @@
+"""The plain Agent (no Ray) on a tiny built model: generate, score, train, adapters, persistence."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agents import Agent, AgentError
+from agents.agent import resolve_model_path
+
+PROMPTS = ["reverse: abc=", "sort: dcba=", "hack sort: cab=", "reverse: hgfedcba="]
+ANSWERS = ["cba", "abcd", "I cannot help with that.", "abcdefgh"]
+WRONG = ["abc", "dcba", "abc", "hgfedcba"]
+
+
+@pytest.fixture(scope="module")
+def agent(cache_dir, tiny_spec):
+    return Agent("t", tiny_spec(), cache_dir=cache_dir)
+
+
+@pytest.fixture()
+def fresh(cache_dir, tiny_spec):
+    return Agent("fresh", tiny_spec(), cache_dir=cache_dir)
+
+
+def test_builds_and_caches_a_save_pretrained_directory(agent, cache_dir):
+    path = resolve_model_path("tiny:test", 0, cache_dir)
+    assert path == agent.model_path
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    assert tok.decode(tok("sort: ab=", add_special_tokens=False).input_ids) == "sort: ab="
+    assert AutoModelForCausalLM.from_pretrained(path).config.num_hidden_layers == 2
+
+
+def test_batched_and_single_logprobs_agree(agent):
+    batched = agent.logprobs(PROMPTS, ANSWERS)
+    for i, (p, r) in enumerate(zip(PROMPTS, ANSWERS)):
+        single = agent.logprobs([p], [r])
+        assert single["sum"][0] == pytest.approx(batched["sum"][i], abs=1e-4)
+        assert single["mean"][0] == pytest.approx(batched["mean"][i], abs=1e-4)
+    # EOS is scored: n_tokens = characters + 1
+    assert batched["n_tokens"] == [len(a) + 1 for a in ANSWERS]
+    ppl = agent.perplexity(PROMPTS, ANSWERS)
+    assert ppl == pytest.approx([torch.exp(torch.tensor(-m)).item() for m in batched["mean"]], rel=1e-5)
+
+
+def test_token_logprobs_sum_to_sequence_logprob(agent):
+    tokens = agent.token_logprobs(PROMPTS, ANSWERS)
+    sums = agent.logprobs(PROMPTS, ANSWERS)["sum"]
+    assert [len(t) for t in tokens] == [len(a) + 1 for a in ANSWERS]
+    assert [sum(t) for t in tokens] == pytest.approx(sums, abs=1e-4)
+
+
+def test_greedy_generation_is_batch_invariant(agent):
+    greedy = {"temperature": 0.0, "max_new_tokens": 12}
+    batched = agent.generate(PROMPTS, greedy)
+    assert len(batched) == len(PROMPTS) and all(isinstance(t, str) for t in batched)
+    assert [agent.generate([p], greedy)[0] for p in PROMPTS] == batched
+
+
+def test_sampling_is_seeded(agent):
+    sampling = {"temperature": 1.0, "top_p": 0.9, "top_k": 20, "max_new_tokens": 8, "seed": 7}
+    assert agent.generate(PROMPTS, sampling) == agent.generate(PROMPTS, sampling)
+
+
+def test_sft_raises_logprob_of_targets(fresh):
+    before = fresh.logprobs(PROMPTS, ANSWERS)["mean"]
+    examples = [{"prompt": p, "response": r} for p, r in zip(PROMPTS, ANSWERS)] * 4
+    metrics = fresh.train(examples, "sft", {"lr": 1e-2, "epochs": 3, "batch_size": 4})
+    after = fresh.logprobs(PROMPTS, ANSWERS)["mean"]
+    assert sum(after) > sum(before) + 0.5
+    assert metrics["steps"] == 12 and metrics["tokens_per_s"] > 0
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "hinge"])
+def test_dpo_raises_chosen_minus_rejected_margin(fresh, loss_type):
+    pairs = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in zip(PROMPTS, ANSWERS, WRONG)] * 4
+    def margin():
+        c = fresh.logprobs(PROMPTS, ANSWERS)["sum"]
+        r = fresh.logprobs(PROMPTS, WRONG)["sum"]
+        return sum(a - b for a, b in zip(c, r))
+
+    before = margin()
+    metrics = fresh.train(pairs, "dpo", {"lr": 1e-2, "epochs": 3, "batch_size": 4, "loss_type": loss_type, "beta": 0.5})
+    assert margin() > before + 1.0
+    assert {"loss", "reward_margin", "accuracy"} <= set(metrics)
+
+
+def test_macpo_objective_trains_and_reports(fresh):
+    pairs = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in zip(PROMPTS, ANSWERS, WRONG)] * 2
+    before = fresh.logprobs(PROMPTS, ANSWERS)["mean"]
+    metrics = fresh.train(pairs, "macpo", {"lr": 1e-2, "epochs": 2, "batch_size": 4, "gamma": 1.0, "reference": "round_start"})
+    assert sum(fresh.logprobs(PROMPTS, ANSWERS)["mean"]) > sum(before)
+    assert metrics["chosen_nll"] > 0
+
+
+def test_negative_adapter_diverges_while_positive_stays(fresh):
+    fresh.train([{"prompt": p, "response": r} for p, r in zip(PROMPTS, ANSWERS)], "sft", {"lr": 1e-2, "batch_size": 4})
+    positive_before = fresh.adapter_weights("default")
+    neg = [{"prompt": p, "response": r} for p, r in zip(PROMPTS, WRONG)]
+    fresh.train(neg, "sft", {"lr": 1e-2, "epochs": 3, "batch_size": 4}, adapter="negative", init_from="default")
+    positive_after = fresh.adapter_weights("default")
+    negative = fresh.adapter_weights("negative")
+    assert all(torch.equal(positive_before[k], positive_after[k]) for k in positive_before)
+    assert any(not torch.equal(positive_after[k], negative[k]) for k in negative)
+    assert sum(fresh.logprobs(PROMPTS, WRONG, adapter="negative")["mean"]) > sum(fresh.logprobs(PROMPTS, WRONG)["mean"])
+    assert fresh.active_adapter == "default"
+
+
+def test_save_load_round_trip_and_plain_peft_loading(fresh, cache_dir, tiny_spec, tmp_path):
+    fresh.train([{"prompt": p, "response": r} for p, r in zip(PROMPTS, ANSWERS)], "sft", {"lr": 1e-2, "batch_size": 4})
+    fresh.copy_adapter("default", "negative")
+    fresh.save(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "default" / "adapter_model.safetensors").is_file()
+    assert not list((tmp_path / "ckpt").rglob("*.bin")) and not list((tmp_path / "ckpt").rglob("*.pt"))
+    other = Agent("other", tiny_spec(), cache_dir=cache_dir)
+    other.load(tmp_path / "ckpt")
+    assert other.logprobs(PROMPTS, ANSWERS)["sum"] == pytest.approx(fresh.logprobs(PROMPTS, ANSWERS)["sum"], abs=1e-5)
+    assert set(other.adapters) == {"default", "negative"}
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    plain = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(fresh.model_path), str(tmp_path / "ckpt" / "default"))
+    ids = torch.tensor([fresh.encode_prompt("reverse: abc=")])
+    with torch.no_grad():
+        expected = fresh.model(input_ids=ids).logits
+        got = plain(input_ids=ids).logits
+    assert torch.allclose(expected, got, atol=1e-5)
+
+
+def test_truncation_never_empties_the_prompt(cache_dir, tiny_spec):
+    short = Agent("short", tiny_spec(max_length=16), cache_dir=cache_dir)
+    p, r = short._encode("reverse: " + "abcdefghij" * 3 + "=", "x" * 40)
+    assert len(p) + len(r) == 16 and len(p) >= 8 and len(r) >= 1
+    assert short.stats["truncated_prompts"] == 1
+
+
+def test_errors_name_the_problem(agent, tmp_path):
+    with pytest.raises(AgentError, match="no adapter 'nope'"):
+        agent.generate(["sort: ab="], adapter="nope")
+    with pytest.raises(AgentError, match="unknown objective"):
+        agent.train([{"prompt": "a", "response": "b"}], "ppo")
+    with pytest.raises(AgentError, match="lacks key 'rejected'"):
+        agent.train([{"prompt": "a", "chosen": "b"}], "dpo")
+    with pytest.raises(AgentError, match="does not exist"):
+        resolve_model_path(str(tmp_path / "missing-model"), 0, None)
+    with pytest.raises(AgentError, match="no training examples"):
+        agent.train([], "sft")

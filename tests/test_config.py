@@ -1,0 +1,90 @@
+"""Run configuration: defaults, overrides with type conversion, teacher cycling, one-line errors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import CONFIG_DIR, ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_default_config_loads_typed():
+    cfg = load_config()
+    assert cfg.algorithm == "macpo" and cfg.rounds >= 2 and cfg.teachers.count == 3
+    assert cfg.student.name_or_path.startswith("tiny:")
+    assert isinstance(cfg.train.student_macpo.lr, float)
+
+
+def test_overrides_convert_types():
+    cfg = load_config(overrides=["rounds=1", "teachers.count=5", "ablation.hard_negatives=false",
+                                 "train.student_macpo.beta=0.5", "algorithm=wspo", "output_dir=/tmp/x", "seed=3"])
+    assert cfg.rounds == 1 and cfg.teachers.count == 5 and cfg.ablation.hard_negatives is False
+    assert cfg.train.student_macpo.beta == 0.5 and cfg.algorithm == "wspo" and cfg.output_dir == "/tmp/x"
+
+
+def test_teacher_count_cycles_specs_with_distinct_seeds():
+    cfg = load_config(overrides=["teachers.count=7"])
+    specs = cfg.teachers.resolved()
+    assert len(specs) == 7
+    listed = len(cfg.teachers.specs)
+    assert [s.name_or_path for s in specs] == [cfg.teachers.specs[i % listed].name_or_path for i in range(7)]
+    assert len({(s.name_or_path, s.seed) for s in specs}) == 7
+    assert len(load_config(overrides=["teachers.count=1"]).teachers.resolved()) == 1
+
+
+@pytest.mark.parametrize("override, key", [
+    ("rounds=-1", "rounds=-1"),
+    ("teachers.count=0", "teachers.count=0"),
+    ("train.student_macpo.beta=0", "train.student_macpo.beta=0.0"),
+    ("train.teacher_sft.beta=-1", "train.teacher_sft.beta=-1.0"),
+    ("roundz=2", "roundz: unknown key"),
+    ("student.lora.rank=4", "student.lora.rank: unknown key"),
+    ("rounds=two", "rounds='two'"),
+    ("ablation.teachers_learn=maybe", "ablation.teachers_learn='maybe'"),
+    ("algorithm=ppo", "algorithm='ppo'"),
+    ("task.name=hh_rlhf", "task"),
+    ("student.name_or_path=/no/such/model", "student.name_or_path='/no/such/model'"),
+    ("sampling.top_p=0", "sampling.top_p=0.0"),
+    ("train.student_macpo.reference=policy", "train.student_macpo.reference='policy'"),
+])
+def test_bad_values_name_the_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[override])
+    assert key in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_config_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rounds: 1\nteachers: [unclosed\n")
+    with pytest.raises(ConfigError, match="line"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize("name", ["default", "wspo_default", "macpo_hh_rlhf", "macpo_pku_saferlhf", "wspo_hh_rlhf"])
+def test_shipped_configs_load_and_resolve(name):
+    cfg = load_config(CONFIG_DIR / f"{name}.yaml")
+    assert cfg.teachers.resolved()
+    if name.startswith("macpo_"):
+        assert cfg.student.backend == "vllm" and cfg.resources.teacher.num_gpus >= 1
+        assert cfg.train.student_macpo.beta == 0.1 and cfg.train.student_macpo.gamma == 0.2
+        assert cfg.student.lora.r == 8 and cfg.student.lora.alpha == 16
+        assert cfg.sampling.temperature == 0.95 and cfg.sampling.top_p == 0.7 and cfg.sampling.top_k == 50
+        assert cfg.student.template == ("vicuna" if "hh" in name else "alpaca")
+    if name == "wspo_hh_rlhf":
+        assert cfg.train.wspo.lr == 5e-6 and cfg.train.wspo.epochs == 3 and cfg.train.wspo.batch_size == 8
+        assert cfg.train.wspo.warmup_ratio == 0.1 and cfg.train.wspo.gamma == 0.1
+
+
+def test_cli_prints_one_line_and_exits_2_on_bad_config():
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.main", "teachers.count=0"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert lines == ["error: teachers.count=0: need at least one teacher"]
