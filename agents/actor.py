@@ -19,13 +19,16 @@ from agents.agent import Agent
 class _AgentHost:
     """Holds one Agent; `call` runs a method and reports how long the actor spent on it."""
 
+    HOST_METHODS = ("info", "ping")
+
     def __init__(self, name: str, spec: dict, cache_dir: str | None = None, num_threads: int = 1):
         self.name = name
         self.agent = Agent(name, spec, cache_dir=cache_dir, num_threads=num_threads)
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> tuple[Any, float]:
         start = time.perf_counter()
-        result = getattr(self.agent, method)(*args, **kwargs)
+        target = self if method in self.HOST_METHODS else self.agent
+        result = getattr(target, method)(*args, **kwargs)
         return result, time.perf_counter() - start
 
     def info(self) -> dict:

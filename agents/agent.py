@@ -16,6 +16,7 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -77,7 +78,8 @@ class Agent:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # per-shard bars from every actor drown the run's own progress
+        hf_logging.disable_progress_bar()
+        warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")  # per-shard bars from every actor drown the run's own progress
         if num_threads:
             torch.set_num_threads(num_threads)
         self.name = name

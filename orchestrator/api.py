@@ -58,6 +58,38 @@ def create_orchestrator(config: RunConfig, resume_dir: str | None = None) -> Any
     return handle
 
 
+def follow(handle: Any, ref: Any, show: bool = True, poll_s: float = 0.5) -> Any:
+    """Wait for `ref` (a call on the Orchestrator) while drawing a tqdm bar per stage on this side.
+
+    Bars are drawn by the driver from `progress()`: output from inside actors would arrive through
+    Ray's log forwarding, interleaved and without carriage returns."""
+    if not show:
+        return ray.get(ref)
+    from tqdm import tqdm
+
+    bar, seen = None, None
+    try:
+        while True:
+            ready, _ = ray.wait([ref], timeout=poll_s)
+            try:
+                info = ray.get(handle.progress.remote(), timeout=10)["stage_progress"]
+            except Exception:  # noqa: BLE001 - progress is cosmetic; the result below is not
+                info = None
+            if info and info["stage"] and (info["count"], info["stage"]) != seen:
+                if bar is not None:
+                    bar.close()
+                seen = (info["count"], info["stage"])
+                bar = tqdm(total=info["total"], desc=f"{info['stage']:<24}", unit="agent", leave=False)
+            if bar is not None and info and (info["count"], info["stage"]) == seen:
+                bar.n = info["done"]
+                bar.refresh()
+            if ready:
+                return ray.get(ref)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def run(config: RunConfig, resume_dir: str | None = None) -> dict:
     """Set up, run every round and return the summary dict (DESIGN.md schema)."""
     preflight(config)
@@ -66,7 +98,7 @@ def run(config: RunConfig, resume_dir: str | None = None) -> dict:
     try:
         handle = create_orchestrator(config, resume_dir)
         start = time.perf_counter()
-        summary = ray.get(handle.run.remote())
+        summary = follow(handle, handle.run.remote(), show=config.progress)
         summary["total_wall_s"] = round(time.perf_counter() - start, 2)
         return summary
     finally:

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -29,22 +28,6 @@ from tasks import TaskData, load_task, score_responses
 log = logging.getLogger("orchestrator")
 
 STUDENT = "student"
-
-
-def _progress_bar(total: int, desc: str):
-    """tqdm that renders on the driver when we run inside a Ray worker, plain tqdm otherwise."""
-    try:
-        import ray
-
-        if ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None:
-            from ray.experimental.tqdm_ray import tqdm as ray_tqdm
-
-            return ray_tqdm(total=total, desc=desc)
-    except Exception:  # noqa: BLE001 - fall back to a local bar
-        pass
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, file=sys.stderr)
 
 
 class OrchestratorCore:
@@ -74,7 +57,7 @@ class OrchestratorCore:
         self.rounds: list[dict] = []
         self.baselines: dict[str, dict] = {}
         self.current_stage: str | None = None
-        self._bar = None
+        self.stage_progress: dict[str, Any] = {"stage": None, "done": 0, "total": 0, "count": 0}
         self._round_timing: dict[str, Any] = {}
         self._setup_done = False
         self.algorithm = self._make_algorithm()
@@ -114,19 +97,14 @@ class OrchestratorCore:
 
     # ------------------------------------------------------------ stages
     def _on_progress(self, stage: str, done: int) -> None:
-        if self._bar is not None:
-            self._bar.update(1)
+        self.stage_progress["done"] = done
 
     def stage(self, name: str, calls: dict[str, Call], mutating: bool = False) -> StageResult:
         """Run one parallel stage, log its timing, snapshot changed agents."""
         self.current_stage = name
-        self._bar = _progress_bar(len(calls), name) if self.config.progress else None
-        try:
-            result = self.pool.stage(name, calls)
-        finally:
-            if self._bar is not None:
-                self._bar.close()
-            self._bar = None
+        count = self.stage_progress["count"] + 1
+        self.stage_progress = {"stage": name, "done": 0, "total": len(calls), "count": count}
+        result = self.pool.stage(name, calls)
         if mutating:
             self._snapshot(list(calls))
         slowest = max(result.actor_s.values(), default=0.0)
@@ -283,7 +261,8 @@ class OrchestratorCore:
     def progress(self) -> dict:
         """What a client attached with ray.get_actor sees: where the run is now."""
         return {"round": self.state["round"], "stage": self.current_stage, "agents": self.agents,
-                "rounds_total": self.algorithm.total_rounds(), "run_dir": str(self.run_dir.root)}
+                "rounds_total": self.algorithm.total_rounds(), "run_dir": str(self.run_dir.root),
+                "stage_progress": dict(self.stage_progress)}
 
     def _write_outputs(self) -> None:
         summary = self.summary()
