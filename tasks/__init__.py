@@ -1,16 +1,12 @@
 """Tasks: the synthetic helpful/harmless testbed and real preference datasets, split for W2S."""
 from __future__ import annotations
 
-from tasks.config import TaskConfig, TaskConfigError
+from tasks.config import TaskConfig, TaskConfigError, TaskDataError
 from tasks.synthetic import REFUSAL
 from tasks.types import PreferenceExample, TaskData
 
 __all__ = ["REFUSAL", "PreferenceExample", "TaskConfig", "TaskConfigError", "TaskData", "TaskDataError",
            "gold_responses", "load_task", "score_responses"]
-
-
-class TaskDataError(ValueError):
-    """A bad data file or row; the message names the file and the line."""
 
 
 def load_task(cfg: TaskConfig, seed: int) -> TaskData:

@@ -11,6 +11,10 @@ class TaskConfigError(ValueError):
     """A bad task setting; the message names the key and the value."""
 
 
+class TaskDataError(ValueError):
+    """A bad data file or row; the message names the file and the line."""
+
+
 @dataclass
 class TaskConfig:
     name: str = "synthetic"  # synthetic | hh_rlhf | pku_saferlhf | trl
