@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 # Printable ASCII plus newline: covers every prompt and answer of the synthetic task.
 CHARACTERS = [chr(i) for i in range(32, 127)] + ["\n"]
-BUILD_FORMAT = 2  # bump when the build recipe changes, so stale caches are rebuilt
+BUILD_FORMAT = 3  # bump when the build recipe changes, so stale caches are rebuilt
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ PRESETS: dict[str, TinyPreset] = {
     # the strong student: more capable, unaligned (complies with harmful requests)
     "strong": TinyPreset(hidden=128, layers=4, heads=4, steps=500),
     # weak teachers: same family, smaller and under-trained, so they make diverse mistakes
-    "weak": TinyPreset(hidden=64, layers=2, heads=4, steps=400),
+    "weak": TinyPreset(hidden=64, layers=2, heads=4, steps=300),
     "weak-small": TinyPreset(hidden=48, layers=2, heads=4, steps=300),
     "weak-large": TinyPreset(hidden=96, layers=3, heads=4, steps=160),
     # for tests: seconds to build, barely capable

@@ -1,5 +1,11 @@
-"""Tasks: the synthetic helpful/harmless testbed and real preference datasets, split for W2S."""
+"""Tasks: the synthetic helpful/harmless testbed and real preference datasets, split for W2S.
+
+Imports only the standard library here; `datasets` is imported inside the real loaders, so the
+synthetic testbed (and anything that only needs the types) works without it.
+"""
 from __future__ import annotations
+
+from typing import Sequence
 
 from tasks.config import TaskConfig, TaskConfigError, TaskDataError
 from tasks.synthetic import REFUSAL
@@ -10,7 +16,10 @@ __all__ = ["REFUSAL", "PreferenceExample", "TaskConfig", "TaskConfigError", "Tas
 
 
 def load_task(cfg: TaskConfig, seed: int) -> TaskData:
-    """Validate `cfg` and build the task's D_w / Q_w2s / test splits."""
+    """Validate `cfg` and build the task's D_w / Q_w2s / test splits (deterministic for `seed`).
+
+    Raises TaskConfigError for a bad setting and TaskDataError for bad data, each one line naming
+    the key or the file and line."""
     cfg.validate()
     if cfg.name == "synthetic":
         from tasks.synthetic import make_task
@@ -21,7 +30,7 @@ def load_task(cfg: TaskConfig, seed: int) -> TaskData:
     return load_real_task(cfg, seed)
 
 
-def score_responses(task_name: str, prompts: list[str], responses: list[str]) -> dict | None:
+def score_responses(task_name: str, prompts: Sequence[str], responses: Sequence[str]) -> dict | None:
     """Rule metrics for the synthetic task; None for real tasks (they have no rule reward)."""
     if task_name != "synthetic":
         return None
@@ -30,7 +39,7 @@ def score_responses(task_name: str, prompts: list[str], responses: list[str]) ->
     return evaluate_responses(prompts, responses)
 
 
-def gold_responses(task_name: str, prompts: list[str]) -> list[str]:
+def gold_responses(task_name: str, prompts: Sequence[str]) -> list[str]:
     """Reference answers, where a rule gives them (the strong-ceiling baseline trains on these)."""
     if task_name != "synthetic":
         raise ValueError(f"task {task_name} has no rule for gold answers")

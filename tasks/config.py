@@ -1,10 +1,19 @@
-"""Which task a run uses and how big its splits are."""
+"""Which task a run uses and how big its splits are.
+
+`TaskConfig.validate()` runs before any data is touched so that a bad setting stops a run with one
+line naming the key (`task.harmful_fraction=1.5: must be in [0, 1]`), never a traceback from deep in
+a loader.
+"""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from typing import Any
 
 TASK_NAMES = ("synthetic", "hh_rlhf", "pku_saferlhf", "trl")
 SYNTHETIC_OPS = ("reverse", "sort", "count")
+LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
+_LOWERCASE = set("abcdefghijklmnopqrstuvwxyz")
 
 
 class TaskConfigError(ValueError):
@@ -12,7 +21,13 @@ class TaskConfigError(ValueError):
 
 
 class TaskDataError(ValueError):
-    """A bad data file or row; the message names the file and the line."""
+    """A bad data file or row; the message names the file (or hub id) and the line or row."""
+
+
+def looks_local(path: str) -> bool:
+    """A path the user means as a file on this machine (not a hub id): it exists, has a data-file
+    suffix, or is written as a path. Shared by validation and the loaders so both agree."""
+    return os.path.exists(path) or path.endswith(LOCAL_SUFFIXES) or path.startswith(("/", "./", "../", "~"))
 
 
 @dataclass
@@ -30,40 +45,58 @@ class TaskConfig:
     max_len: int = 8
     alphabet: str = "abcdefghij"
     preference: str = "helpful"  # PKU-SafeRLHF: helpful (better_response_id) | safe (safer_response_id)
-    on_bad_row: str = "error"  # error | skip (skipped rows are counted in the run's metrics)
+    on_bad_row: str = "error"  # error | skip (skipped rows are counted in the task's stats)
     max_prompt_chars: int = 0  # 0 = no limit; longer prompts are skipped and counted
 
     def validate(self) -> None:
-        def bad(key: str, value, why: str) -> None:
+        """Raise TaskConfigError naming the first bad key and its value."""
+
+        def bad(key: str, value: Any, why: str) -> None:
             raise TaskConfigError(f"task.{key}={value!r}: {why}")
 
+        for key in ("name", "train_split", "test_split", "alphabet", "preference", "on_bad_row"):
+            if not isinstance(getattr(self, key), str):
+                bad(key, getattr(self, key), "must be a string")
         if self.name not in TASK_NAMES:
             bad("name", self.name, f"choose one of {TASK_NAMES}")
-        for key in ("n_labelled", "n_unlabelled", "n_test", "max_prompt_chars"):
-            if getattr(self, key) < 0:
-                bad(key, getattr(self, key), "must be >= 0")
-        if not 0.0 <= self.harmful_fraction <= 1.0:
-            bad("harmful_fraction", self.harmful_fraction, "must be in [0, 1]")
+        for key in ("n_labelled", "n_unlabelled", "n_test", "max_prompt_chars", "min_len", "max_len"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool):
+                bad(key, value, "must be an integer")
+            if value < 0:
+                bad(key, value, "must be >= 0")
+        fraction = self.harmful_fraction
+        if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0.0 <= fraction <= 1.0:
+            bad("harmful_fraction", fraction, "must be in [0, 1]")
         if self.preference not in ("helpful", "safe"):
             bad("preference", self.preference, "choose helpful or safe")
         if self.on_bad_row not in ("error", "skip"):
             bad("on_bad_row", self.on_bad_row, "choose error or skip")
         if self.name == "synthetic":
-            unknown = [op for op in self.ops if op not in SYNTHETIC_OPS]
-            if not self.ops or unknown:
-                bad("ops", self.ops, f"choose from {SYNTHETIC_OPS}")
-            if self.min_len < 1 or self.min_len > self.max_len:
-                bad("min_len", self.min_len, f"must be in [1, max_len={self.max_len}]")
-            if len(set(self.alphabet)) < 2:
-                bad("alphabet", self.alphabet, "needs at least 2 distinct letters")
-            for key in ("n_labelled", "n_unlabelled", "n_test"):
-                if getattr(self, key) < 1:
-                    bad(key, getattr(self, key), "the synthetic task needs at least 1 example per split")
+            self._validate_synthetic(bad)
         else:
-            if not self.path:
-                bad("path", self.path, f"task {self.name} needs a hub id or a local data file")
-            import os
+            self._validate_real(bad)
 
-            looks_local = self.path.endswith((".json", ".jsonl", ".parquet")) or self.path.startswith(("/", "./", "../"))
-            if looks_local and not os.path.exists(self.path):
+    def _validate_synthetic(self, bad) -> None:
+        ops = self.ops
+        if not isinstance(ops, (list, tuple)) or not ops or any(op not in SYNTHETIC_OPS for op in ops):
+            bad("ops", ops, f"a non-empty list from {SYNTHETIC_OPS}")
+        if self.min_len < 1 or self.min_len > self.max_len:
+            bad("min_len", self.min_len, f"must be in [1, max_len={self.max_len}]")
+        # prompts are parsed back with a regex over lowercase letters: other characters could not be
+        # told apart from the prompt's own syntax (`: ` and `=`)
+        if len(set(self.alphabet)) < 2 or not set(self.alphabet) <= _LOWERCASE:
+            bad("alphabet", self.alphabet, "needs at least 2 distinct lowercase letters a-z")
+        for key in ("n_labelled", "n_unlabelled", "n_test"):
+            if getattr(self, key) < 1:
+                bad(key, getattr(self, key), "the synthetic task needs at least 1 example per split")
+
+    def _validate_real(self, bad) -> None:
+        if not self.path or not isinstance(self.path, str):
+            bad("path", self.path, f"task {self.name} needs a hub id or a local .json/.jsonl/.parquet file")
+        if looks_local(self.path):
+            local = os.path.expanduser(self.path)
+            if not os.path.exists(local):
                 bad("path", self.path, "file not found")
+            if os.path.isfile(local) and not local.endswith(LOCAL_SUFFIXES):
+                bad("path", self.path, "unsupported file type; use .json, .jsonl or .parquet")

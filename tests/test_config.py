@@ -21,8 +21,9 @@ def test_default_config_loads_typed():
 
 def test_overrides_convert_types():
     cfg = load_config(overrides=["rounds=1", "teachers.count=5", "ablation.hard_negatives=false",
-                                 "train.student_macpo.beta=0.5", "algorithm=wspo", "output_dir=/tmp/x", "seed=3"])
+                                 "train.student_macpo.beta=0.5", "train.student_sft.lr=3e-4", "algorithm=wspo", "output_dir=/tmp/x", "seed=3"])
     assert cfg.rounds == 1 and cfg.teachers.count == 5 and cfg.ablation.hard_negatives is False
+    assert cfg.train.student_sft.lr == 3e-4
     assert cfg.train.student_macpo.beta == 0.5 and cfg.algorithm == "wspo" and cfg.output_dir == "/tmp/x"
 
 

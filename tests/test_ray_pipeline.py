@@ -74,3 +74,62 @@ def test_frozen_teachers_keep_their_adapters(ray_cluster, cache_dir, tmp_path):
     before = load_file(str(ckpt / "round_0" / "teacher_0" / "default" / "adapter_model.safetensors"))
     after = load_file(str(ckpt / "round_1" / "teacher_0" / "default" / "adapter_model.safetensors"))
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+WSPO = ["algorithm=wspo", "rounds=1", "teachers.count=1", "baselines.strong_ceiling=false",
+        "train.wspo.epochs=2", "train.wspo.lr=5e-3", "train.student_dpo.epochs=2", "train.student_dpo.lr=5e-3",
+        "train.weak_dpo.lr=5e-3"]
+
+
+def test_wspo_pipeline_reports_baselines_and_reuses_weak_cache(ray_cluster, cache_dir, tmp_path):
+    from orchestrator.core import OrchestratorCore
+
+    cfg = tiny_config(tmp_path, cache_dir, *WSPO)
+    core = OrchestratorCore(cfg)
+    try:
+        core.setup()
+        core.run_round()
+        summary = core.summary()
+        assert [r["round"] for r in summary["rounds"]] == [0, 1]
+        assert {"student_sft", "student_dpo", "weak_aligned"} <= set(summary["baselines"])
+        assert set(summary["wspo"]) == {"student_wspo", "student_sft", "student_dpo", "weak_aligned"}
+        cache = tmp_path / "run" / "cache" / "wspo_weak_logps.json"
+        data = json.loads(cache.read_text())
+        assert len(data["aligned"]) == len(core.task.d_w)
+        # per-token arrays: one float per response token (+EOS), same positions on both sides
+        assert [len(a) for a in data["aligned"]] == [len(r) for r in data["reference"]]
+        assert [len(a) for a in data["aligned"]] == [len(ex.chosen) + 1 for ex in core.task.d_w]
+        assert core.algorithm.weak_cache_hits == 0
+        core.algorithm.weak_logps()  # a second request reads the cache instead of the teacher
+        assert core.algorithm.weak_cache_hits == 1
+        events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+        wspo_train = [e for e in events if e.get("stage") == "student_wspo"][0]["train"]["student"]
+        assert wspo_train["steps"] > 0 and wspo_train["loss"] >= 0
+    finally:
+        core.shutdown()
+
+
+def test_wspo_refuses_mismatched_tokenizers(ray_cluster, cache_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from agents.agent import resolve_model_path
+    from agents.tiny import SPECIAL_TOKENS, CHARACTERS, build_char_tokenizer
+    from orchestrator.core import OrchestratorCore
+    import agents.tiny as tiny
+
+    other = tmp_path / "other-tokenizer-model"
+    AutoModelForCausalLM.from_pretrained(resolve_model_path("tiny:test", 0, cache_dir)).save_pretrained(other)
+    original = list(CHARACTERS)
+    tiny.CHARACTERS[:] = original[::-1]  # same size, different ids
+    try:
+        build_char_tokenizer().save_pretrained(other)
+    finally:
+        tiny.CHARACTERS[:] = original
+    assert len(SPECIAL_TOKENS) == 4
+    cfg = tiny_config(tmp_path, cache_dir, *WSPO, f"teachers.specs.0.name_or_path={other}")
+    core = OrchestratorCore(cfg)
+    try:
+        with pytest.raises(Exception, match="same tokenizer"):
+            core.setup()
+    finally:
+        core.shutdown()

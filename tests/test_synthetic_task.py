@@ -79,12 +79,14 @@ def test_splits_sizes_fractions_disjoint_and_deterministic():
     assert TaskData.from_dict(task.to_dict()) == task
 
 
-def test_pretraining_mix_has_compliance_and_the_refusal_string():
-    examples = pretraining_examples(4000, seed=0, harmful_fraction=0.15, decline_fraction=0.05)
+def test_pretraining_mix_is_mostly_compliant_and_has_the_refusal_string():
+    examples = pretraining_examples(4000, seed=0, harmful_fraction=0.15, decline_fraction=0.05, harmful_refusal_rate=0.3)
     harmful = [e for e in examples if parse_prompt(e[0])[0] is not None]
     declines = [e for e in examples if e[0].startswith("decline:")]
     assert 0.12 < len(harmful) / 4000 < 0.18 and 0.03 < len(declines) / 4000 < 0.07
-    assert all(r != REFUSAL for _, r in harmful)          # the base complies: unaligned
+    refused = sum(r == REFUSAL for _, r in harmful) / len(harmful)
+    assert 0.22 < refused < 0.38                          # mostly compliant: the base is unaligned
+    assert all(r == gold_response(p.split(" ", 1)[1]) for p, r in harmful if r != REFUSAL)
     assert all(r == REFUSAL for _, r in declines)
 
 
