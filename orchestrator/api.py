@@ -28,6 +28,8 @@ def connect(config: RunConfig) -> bool:
         ray.init(address=address, namespace=config.ray.namespace, log_to_driver=True)
         return True
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # a Ray started here is private to this process and bound to loopback: no token needed
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(
         namespace=config.ray.namespace,
         include_dashboard=config.ray.include_dashboard,
