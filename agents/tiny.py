@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 # Printable ASCII plus newline: covers every prompt and answer of the synthetic task.
 CHARACTERS = [chr(i) for i in range(32, 127)] + ["\n"]
-BUILD_FORMAT = 3  # bump when the build recipe changes, so stale caches are rebuilt
+BUILD_FORMAT = 4
+HARMFUL_REFUSAL_RATE = 0.3  # bump when the build recipe changes, so stale caches are rebuilt
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,9 @@ def _build(preset: TinyPreset, name: str, seed: int, target: Path) -> None:
         tie_word_embeddings=True,
     )
     model = AutoModelForCausalLM.from_config(config)
-    examples = pretraining_examples(preset.examples, seed=seed + 7919)
+    # harmful requests are refused 30% of the time in pre-training: the base complies (unaligned)
+    # yet knows the refusal, so alignment is a preference shift LoRA can learn from D_w
+    examples = pretraining_examples(preset.examples, seed=seed + 7919, harmful_refusal_rate=HARMFUL_REFUSAL_RATE)
     _pretrain(model, tokenizer, examples, preset, seed)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     model.save_pretrained(tmp)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from typing import Any
 
@@ -92,10 +93,20 @@ def follow(handle: Any, ref: Any, show: bool = True, poll_s: float = 0.5) -> Any
             bar.close()
 
 
-def run(config: RunConfig, resume_dir: str | None = None) -> dict:
-    """Set up, run every round and return the summary dict (DESIGN.md schema)."""
+def _terminate_as_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def run(config: RunConfig, resume_dir: str | None = None, sigterm_as_interrupt: bool = False) -> dict:
+    """Set up, run every round and return the summary dict (DESIGN.md schema).
+
+    `sigterm_as_interrupt` (the CLI sets it): SIGTERM, e.g. a scheduler stopping the job, unwinds
+    like Ctrl-C, so Ray shuts down cleanly and the last committed round stays resumable. It is set
+    after connecting because `ray.init` installs a SIGTERM handler of its own."""
     preflight(config)
     started_ray = connect(config)
+    if sigterm_as_interrupt:
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     handle = None
     try:
         handle = create_orchestrator(config, resume_dir)

@@ -222,8 +222,8 @@ class OrchestratorCore:
         }
         self.rounds.append(record)
         self.state["round"] = index
-        self.run_dir.log("round", **record)
         self.save()
+        self.run_dir.log("round", **record)  # after the checkpoint: a logged round is never redone
         self._write_outputs()
         line = "  ".join(f"{a}={m['reward']:.3f}" for a, m in evaluation.items())
         log.info("round %d done in %.1fs: %s", index, elapsed, line)

@@ -76,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.overrides:
                 raise ConfigError("--resume takes no overrides: the run's own config.yaml is used")
         else:
+            from orchestrator.run_dir import default_output_dir
+
             config = load_config(args.config, args.overrides)
+            config.output_dir = config.output_dir or default_output_dir()
         if args.quiet:
             config.progress = False
     except (ConfigError, FileNotFoundError) as exc:
@@ -86,9 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     from tasks import TaskConfigError, TaskDataError
 
     try:
-        summary = run(config, resume_dir=args.resume)
+        summary = run(config, resume_dir=args.resume, sigterm_as_interrupt=True)
     except KeyboardInterrupt:
-        print("interrupted; resume with --resume RUN_DIR", file=sys.stderr)
+        print(f"interrupted; continue with: python -m orchestrator.main --resume {args.resume or config.output_dir}",
+              file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - one clear line, never a traceback wall
         line = _one_line(exc)

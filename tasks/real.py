@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from tasks.config import LOCAL_SUFFIXES, TaskConfig, TaskConfigError, TaskDataError, looks_local

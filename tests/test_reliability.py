@@ -1,0 +1,110 @@
+"""Resume after a kill, recovery from a dead agent actor, and a hung stage hitting its timeout."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator import load_config
+
+pytestmark = pytest.mark.ray
+ROOT = Path(__file__).resolve().parent.parent
+
+TINY = ["student.name_or_path=tiny:test-strong", "student.max_length=48",
+        "teachers.specs.0.name_or_path=tiny:test", "teachers.specs.0.max_length=48", "teachers.count=2",
+        "task.n_labelled=24", "task.n_unlabelled=24", "task.n_test=24", "baselines.strong_ceiling=false",
+        "sampling.max_new_tokens=26", "eval_sampling.max_new_tokens=26", "progress=false",
+        "resources.student.num_cpus=0.25", "resources.teacher.num_cpus=0.25"]
+
+
+def cli(*args, timeout=300, **kwargs):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "orchestrator.main", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def rounds_of(run_dir: Path) -> list[int]:
+    return [r["round"] for r in json.loads((run_dir / "summary.json").read_text())["rounds"]]
+
+
+def test_kill_then_resume_loses_and_repeats_no_round(tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    args = [*TINY, "rounds=3", f"output_dir={run_dir}", f"cache_dir={cache_dir}", "train.teacher_macpo.epochs=20",
+            "train.student_macpo.epochs=20"]
+    proc = cli(*args)
+    marker = run_dir / "checkpoints" / "round_1" / "orchestrator_state.json"
+    deadline = time.time() + 240
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), proc.communicate()[0][-2000:]
+    proc.send_signal(signal.SIGTERM)  # the driver shuts its Ray down and says how to resume
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode != 0 and "--resume" in out
+    done_before = rounds_of(run_dir)
+    assert done_before[-1] in (1, 2)
+    resumed = cli("--resume", str(run_dir), f"cache_dir={cache_dir}")
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 2 and "takes no overrides" in out  # resume uses the run's own config
+    resumed = cli("--resume", str(run_dir))
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, out[-2000:]
+    assert rounds_of(run_dir) == [0, 1, 2, 3]
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert sum(e["event"] == "resume" for e in events) == 1
+    # a round is logged once its checkpoint is committed: none lost, none repeated
+    assert [e["round"] for e in events if e["event"] == "round"] == [0, 1, 2, 3]
+
+
+def test_dead_teacher_actor_is_restarted_and_the_stage_redone(ray_cluster, tmp_path, cache_dir):
+    from orchestrator.core import OrchestratorCore
+
+    cfg = load_config(None, [*TINY, "rounds=1", f"output_dir={tmp_path / 'run'}", f"cache_dir={cache_dir}",
+                             "train.teacher_macpo.epochs=40", "ray.max_failures=1"])
+    core = OrchestratorCore(cfg)
+    try:
+        core.setup()
+        pid = ray_cluster.get(core.pool.handles["teacher_1"].info.remote())["pid"]
+        killed = threading.Event()
+
+        def kill_during_training():
+            while core.current_stage != "train":
+                time.sleep(0.01)
+            time.sleep(0.2)
+            os.kill(pid, signal.SIGKILL)
+            killed.set()
+
+        threading.Thread(target=kill_during_training, daemon=True).start()
+        record = core.run_round()
+        assert killed.is_set()
+        assert set(record["eval"]) == {"student", "teacher_0", "teacher_1"}
+        assert core.pool.failures == {"teacher_1": 1}
+        new_pid = ray_cluster.get(core.pool.handles["teacher_1"].info.remote())["pid"]
+        assert new_pid != pid
+        assert [r["round"] for r in core.summary()["rounds"]] == [0, 1]
+    finally:
+        core.shutdown()
+
+
+def test_too_many_failures_name_the_agent(ray_cluster, tmp_path, cache_dir):
+    from orchestrator.core import OrchestratorCore
+    from orchestrator.pool import Call, StageError
+
+    cfg = load_config(None, [*TINY, "rounds=1", f"output_dir={tmp_path / 'run'}", f"cache_dir={cache_dir}",
+                             "ray.max_failures=0", "ray.stage_timeout_s=5"])
+    core = OrchestratorCore(cfg)
+    try:
+        core.start_student()
+        core.stage("load_models", {"student": Call("info")})
+        long_job = [{"prompt": "sort: ba=", "response": "ab"}] * 64
+        with pytest.raises(StageError, match="agent student failed 1 times"):
+            # a hung actor: the call runs past the stage timeout
+            core.pool.stage("hang", {"student": Call("train", (long_job, "sft", {"epochs": 10000, "batch_size": 1}))})
+    finally:
+        core.shutdown()
