@@ -53,6 +53,7 @@ class OrchestratorCore:
         )
         self.task: TaskData | None = None
         self.teacher_specs: dict[str, ModelSpec] = {}
+        self.placement_groups: list = []
         self.state: dict[str, Any] = {"round": -1, "hard_negatives": {}, "weak_labels": None}
         self.rounds: list[dict] = []
         self.baselines: dict[str, dict] = {}
@@ -84,16 +85,27 @@ class OrchestratorCore:
         res = getattr(self.config.resources, role)
         return {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus}
 
-    def start_student(self) -> None:
-        self.pool.start(STUDENT, self.config.student, self._resources("student"))
+    def start_agents(self, student: bool, teachers: list[tuple[str | None, ModelSpec]]) -> list[str]:
+        """Reserve resources for these agents as one placement group, then start their actors."""
+        from orchestrator.placement import reserve
 
-    def start_teacher(self, spec: ModelSpec, name: str | None = None) -> str:
-        name = name or f"teacher_{len(self.teacher_specs)}"
-        while name in self.teacher_specs:
-            name = f"teacher_{int(name.split('_')[1]) + 1}"
-        self.teacher_specs[name] = spec
-        self.pool.start(name, spec, self._resources("teacher"))
-        return name
+        wanted: dict[str, tuple[ModelSpec, dict]] = {}
+        if student:
+            wanted[STUDENT] = (self.config.student, self._resources("student"))
+        taken = set(self.teacher_specs)
+        for name, spec in teachers:
+            name = name or f"teacher_{len(taken)}"
+            while name in taken:
+                name = f"teacher_{int(name.split('_')[1]) + 1}"
+            taken.add(name)
+            wanted[name] = (spec, self._resources("teacher"))
+        group, placed = reserve({n: r for n, (_, r) in wanted.items()}, self.config.ray.placement_timeout_s)
+        self.placement_groups.append(group)
+        for name, (spec, _) in wanted.items():
+            if name != STUDENT:
+                self.teacher_specs[name] = spec
+            self.pool.start(name, spec, placed[name])
+        return [n for n in wanted if n != STUDENT]
 
     # ------------------------------------------------------------ stages
     def _on_progress(self, stage: str, done: int) -> None:
@@ -190,9 +202,7 @@ class OrchestratorCore:
             write_json_atomic(self.run_dir.root / "splits.json", self.task.to_dict())
             self.run_dir.log("task", name=self.task.name, d_w=len(self.task.d_w), q_w2s=len(self.task.q_w2s),
                              test=len(self.task.test), stats=self.task.stats)
-            self.start_student()
-            for spec in self.config.teachers.resolved():
-                self.start_teacher(spec)
+            self.start_agents(True, [(None, spec) for spec in self.config.teachers.resolved()])
             self.stage("load_models", {a: Call("info") for a in self.agents})
             self.algorithm.initialise()
             self._finish_round(0, time.perf_counter() - start)
@@ -237,7 +247,7 @@ class OrchestratorCore:
         if spec.seed in {s.seed for s in self.teacher_specs.values()} and spec.name_or_path in {
                 s.name_or_path for s in self.teacher_specs.values()}:
             spec.seed = max(s.seed for s in self.teacher_specs.values()) + 1
-        name = self.start_teacher(spec)
+        (name,) = self.start_agents(False, [(None, spec)])
         self.stage("load_models", {name: Call("info")})
         self.algorithm.initialise_teacher(name)
         self.run_dir.log("add_teacher", agent=name, spec=dataclasses.asdict(spec))
@@ -298,9 +308,7 @@ class OrchestratorCore:
         state = self.run_dir.read_state(checkpoint)
         splits = self.run_dir.root / "splits.json"
         self.task = TaskData.from_dict(json.loads(splits.read_text()))
-        self.start_student()
-        for name, spec in state["teachers"].items():
-            self.start_teacher(model_spec(spec, f"teachers.{name}"), name=name)
+        self.start_agents(True, [(name, model_spec(spec, f"teachers.{name}")) for name, spec in state["teachers"].items()])
         for agent in self.agents:
             self.pool.restore_dirs[agent] = str(checkpoint / agent)
         self.stage("restore", {a: Call("load", (str(checkpoint / a),)) for a in self.agents})
@@ -313,4 +321,12 @@ class OrchestratorCore:
         log.info("resumed %s from %s (round %d done)", self.run_dir.root, checkpoint.name, state["round"])
 
     def shutdown(self) -> None:
+        from ray.util.placement_group import remove_placement_group
+
         self.pool.shutdown()
+        for group in self.placement_groups:
+            try:
+                remove_placement_group(group)
+            except Exception:  # noqa: BLE001 - already gone with the cluster
+                pass
+        self.placement_groups.clear()

@@ -128,14 +128,13 @@ class AgentPool:
         deadline = start + self.stage_timeout_s
         while pending:
             remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                slow = sorted(pending.values())
-                for agent in slow:  # a hung actor is treated like a dead one: restart, retry once
-                    self._recover(agent, stage, TimeoutError(f"no answer within {self.stage_timeout_s}s"))
+            if remaining <= 0:  # a hung actor is treated like a dead one: restart it, redo its call
+                slow = sorted(set(pending.values()))
+                pending.clear()
+                for agent in slow:
+                    self._recover(agent, stage, TimeoutError(f"no answer within {self.stage_timeout_s:g}s"))
                     submit(agent)
                 deadline = time.perf_counter() + self.stage_timeout_s
-                for ref in [r for r, a in pending.items() if a in slow and r not in _latest(pending, slow)]:
-                    pending.pop(ref)
                 continue
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=remaining)
             for ref in ready:
@@ -152,11 +151,3 @@ class AgentPool:
                     self.progress(stage, len(results))
         return StageResult(results, actor_s, time.perf_counter() - start)
 
-
-def _latest(pending: dict, agents: list[str]) -> set:
-    """The newest pending ref of each agent (refs are inserted in submission order)."""
-    latest: dict[str, Any] = {}
-    for ref, agent in pending.items():
-        if agent in agents:
-            latest[agent] = ref
-    return set(latest.values())

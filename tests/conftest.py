@@ -44,3 +44,13 @@ def ray_cluster():
         ray.init(num_cpus=2, include_dashboard=False, namespace="w2s-tests", log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+# A whole run at test size: tiny bases that build in seconds, a handful of examples per split.
+TINY_RUN = [
+    "student.name_or_path=tiny:test-strong", "student.max_length=48",
+    'teachers.specs=[{name_or_path: "tiny:test", max_length: 48, seed: 1}]',
+    "task.n_labelled=24", "task.n_unlabelled=24", "task.n_test=24",
+    "sampling.max_new_tokens=26", "eval_sampling.max_new_tokens=26", "progress=false",
+    "resources.student.num_cpus=0.25", "resources.teacher.num_cpus=0.25",
+]

@@ -8,18 +8,13 @@ import torch
 from safetensors.torch import load_file
 
 from orchestrator import load_config
+from tests.conftest import TINY_RUN
 
 pytestmark = pytest.mark.ray
 
-TINY = ["student.name_or_path=tiny:test-strong", "student.max_length=48",
-        "teachers.specs.0.name_or_path=tiny:test", "teachers.specs.0.max_length=48",
-        "task.n_labelled=24", "task.n_unlabelled=24", "task.n_test=24",
-        "sampling.max_new_tokens=26", "eval_sampling.max_new_tokens=26",
-        "resources.student.num_cpus=0.25", "resources.teacher.num_cpus=0.25", "progress=false"]
-
 
 def tiny_config(tmp_path, cache_dir, *extra, path=None):
-    cfg = load_config(path, [*TINY, f"output_dir={tmp_path / 'run'}", f"cache_dir={cache_dir}", *extra])
+    cfg = load_config(path, [*TINY_RUN, f"output_dir={tmp_path / 'run'}", f"cache_dir={cache_dir}", *extra])
     return cfg
 
 
@@ -131,5 +126,33 @@ def test_wspo_refuses_mismatched_tokenizers(ray_cluster, cache_dir, tmp_path):
     try:
         with pytest.raises(Exception, match="same tokenizer"):
             core.setup()
+    finally:
+        core.shutdown()
+
+
+def test_placement_error_instead_of_hang(ray_cluster, cache_dir, tmp_path):
+    from orchestrator.core import OrchestratorCore
+    from orchestrator.placement import PlacementError
+
+    cfg = tiny_config(tmp_path, cache_dir, "teachers.count=2", "resources.teacher.num_gpus=1", "ray.placement_timeout_s=3")
+    core = OrchestratorCore(cfg)
+    try:
+        with pytest.raises(PlacementError, match=r"cannot fit 3 agents .* need .* 2 GPU .* has 2 CPU and 0 GPU"):
+            core.setup()
+    finally:
+        core.shutdown()
+
+
+def test_sixteen_teachers_fit_two_cores(ray_cluster, cache_dir, tmp_path):
+    from orchestrator.core import OrchestratorCore
+    from orchestrator.pool import Call
+
+    cfg = tiny_config(tmp_path, cache_dir, "teachers.count=16", "resources.teacher.num_cpus=0.1",
+                      "resources.student.num_cpus=0.25")
+    core = OrchestratorCore(cfg)
+    try:
+        core.start_agents(True, [(None, spec) for spec in cfg.teachers.resolved()])
+        infos = core.stage("load_models", {a: Call("info") for a in core.agents}).results
+        assert len(infos) == 17 and len({i["pid"] for i in infos.values()}) == 17
     finally:
         core.shutdown()

@@ -13,15 +13,12 @@ from pathlib import Path
 import pytest
 
 from orchestrator import load_config
+from tests.conftest import TINY_RUN
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parent.parent
 
-TINY = ["student.name_or_path=tiny:test-strong", "student.max_length=48",
-        "teachers.specs.0.name_or_path=tiny:test", "teachers.specs.0.max_length=48", "teachers.count=2",
-        "task.n_labelled=24", "task.n_unlabelled=24", "task.n_test=24", "baselines.strong_ceiling=false",
-        "sampling.max_new_tokens=26", "eval_sampling.max_new_tokens=26", "progress=false",
-        "resources.student.num_cpus=0.25", "resources.teacher.num_cpus=0.25"]
+TINY = [*TINY_RUN, "teachers.count=2", "baselines.strong_ceiling=false"]
 
 
 def cli(*args, timeout=300, **kwargs):
@@ -100,7 +97,7 @@ def test_too_many_failures_name_the_agent(ray_cluster, tmp_path, cache_dir):
                              "ray.max_failures=0", "ray.stage_timeout_s=5"])
     core = OrchestratorCore(cfg)
     try:
-        core.start_student()
+        core.start_agents(True, [])
         core.stage("load_models", {"student": Call("info")})
         long_job = [{"prompt": "sort: ba=", "response": "ab"}] * 64
         with pytest.raises(StageError, match="agent student failed 1 times"):

@@ -1,0 +1,159 @@
+"""Every way in, against a real multi-process Ray cluster (`ray start --head` on 127.0.0.1).
+
+The head is started once per session by its own PID and ended by that PID (never `ray stop`,
+which would kill every Ray on the machine). Its client port 10001 lies outside the worker port range.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import TINY_RUN
+
+pytestmark = pytest.mark.ray
+ROOT = Path(__file__).resolve().parent.parent
+RAY = str(Path(sys.executable).parent / "ray")
+CLIENT_PORT = 10001
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="session")
+def head(tmp_path_factory):
+    """A local multi-process Ray head with dashboard (job server) and Ray client server."""
+    gcs, dashboard = free_port(), free_port()
+    temp = tmp_path_factory.mktemp("ray-head")
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    proc = subprocess.Popen(
+        [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--include-dashboard=true",
+         f"--ray-client-server-port={CLIENT_PORT}", "--num-cpus=2", "--disable-usage-stats",
+         f"--temp-dir={temp}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        wait_for(lambda: port_open(dashboard) and port_open(CLIENT_PORT), 120, "the Ray head")
+        address = f"http://127.0.0.1:{dashboard}"
+        wait_for(lambda: subprocess.run([RAY, "job", "list", "--address", address], env=env,
+                                        capture_output=True).returncode == 0, 60, "the job server")
+        yield {"dashboard": address, "client": f"ray://127.0.0.1:{CLIENT_PORT}", "env": env}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # this head only
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def submit(head, *args: str, timeout: float = 400) -> tuple[str, str]:
+    """`ray job submit` from the repo root; returns (final status, logs)."""
+    runtime_env = json.dumps({"excludes": [".git", ".venv", ".ci", "runs", "**/__pycache__", "*.egg-info"],
+                              "env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}})
+    cmd = [RAY, "job", "submit", "--address", head["dashboard"], "--working-dir", ".", "--no-wait",
+           "--runtime-env-json", runtime_env, "--", "python", "-m", "orchestrator.main", *args]
+    out = subprocess.run(cmd, cwd=ROOT, env=head["env"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    job_id = next(w for w in out.stdout.split() if w.startswith("raysubmit_")).strip("'\".")
+    status = ""
+
+    def finished() -> bool:
+        nonlocal status
+        res = subprocess.run([RAY, "job", "status", "--address", head["dashboard"], job_id], env=head["env"],
+                             capture_output=True, text=True)
+        status = next((s for s in ("SUCCEEDED", "FAILED", "STOPPED") if s in res.stdout), "")
+        return bool(status)
+
+    wait_for(finished, timeout, f"job {job_id}")
+    logs = subprocess.run([RAY, "job", "logs", "--address", head["dashboard"], job_id], env=head["env"],
+                          capture_output=True, text=True).stdout
+    return status, logs
+
+
+def test_job_submit_runs_on_the_existing_cluster(head, tmp_path, cache_dir):
+    run_dir = tmp_path / "job-run"
+    status, logs = submit(head, *TINY_RUN, "rounds=1", "teachers.count=2", f"output_dir={run_dir}",
+                          f"cache_dir={cache_dir}")
+    assert status == "SUCCEEDED", logs[-3000:]
+    assert "Started a local Ray instance" not in logs  # connected to the cluster, never a second one
+    assert "round 0 done" in logs and "round 1 done" in logs  # progress reaches the job's logs
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [0, 1]
+
+
+def test_job_with_bad_config_fails_with_one_line(head):
+    status, logs = submit(head, "teachers.count=0", timeout=120)
+    assert status == "FAILED"
+    assert "error: teachers.count=0: need at least one teacher" in logs
+    assert "Traceback" not in logs
+
+
+def test_ray_client_drives_rounds_interactively(head, tmp_path, cache_dir):
+    run_dir = tmp_path / "client-run"
+    script = textwrap.dedent(f"""
+        import json, ray
+        from orchestrator import load_config, Orchestrator
+        ray.init({head['client']!r}, runtime_env={{"working_dir": {str(ROOT)!r},
+                 "excludes": [".git", ".venv", ".ci", "runs", "**/__pycache__", "*.egg-info"]}})
+        config = load_config(None, {[*TINY_RUN, "rounds=2", "teachers.count=1", f"output_dir={run_dir}",
+                                     f"cache_dir={cache_dir}"]!r})
+        orch = Orchestrator.options(name="orchestrator:client-test", namespace=config.ray.namespace).remote(config.to_dict())
+        ray.get(orch.setup.remote())
+        ray.get(orch.run_round.remote())
+        attached = ray.get_actor("orchestrator:client-test", namespace=config.ray.namespace)
+        progress = ray.get(attached.progress.remote())
+        name = ray.get(orch.add_teacher.remote({{"name_or_path": "tiny:test", "max_length": 48, "seed": 7}}))
+        ray.get(orch.run_round.remote())
+        summary = ray.get(orch.summary.remote())
+        ray.get(orch.shutdown.remote())
+        print("RESULT " + json.dumps({{"progress": progress, "added": name, "summary": summary}}))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=head["env"], capture_output=True,
+                         text=True, timeout=400)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    result = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert result["progress"]["round"] == 1 and result["progress"]["agents"] == ["student", "teacher_0"]
+    assert result["added"] == "teacher_1"
+    rounds = result["summary"]["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert set(rounds[2]["eval"]) == {"student", "teacher_0", "teacher_1"}  # the new teacher took part
+    assert "teacher_1" not in rounds[1]["eval"]
+
+
+def test_cluster_launcher_config_passes_rays_schema():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((ROOT / "ray_cluster.yaml").read_text())
+    validate_config(prepare_config(config))  # raises jsonschema.ValidationError when invalid
+    assert any("pip install" in cmd and "-e" in cmd for cmd in config["setup_commands"])
+    assert "gpu_worker" in config["available_node_types"]
+    broken = dict(config, max_workerz=1)
+    with pytest.raises(Exception, match="max_workerz"):
+        validate_config(prepare_config(broken))
