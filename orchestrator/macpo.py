@@ -151,7 +151,8 @@ class MACPO:
             gap = ceiling - weak
 
             def pgr(value: float) -> float | None:
-                return round((value - weak) / gap, 4) if abs(gap) > 1e-9 else None
+                # undefined when the ceiling does not beat the weak teachers: there is no gap to recover
+                return round((value - weak) / gap, 4) if gap > 1e-9 else None
 
             out["pgr"] = {"weak": weak, "ceiling": ceiling,
                           "round_0": pgr(first[STUDENT]["reward"]), "final": pgr(last[STUDENT]["reward"])}

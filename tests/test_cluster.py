@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -47,11 +50,14 @@ def port_open(port: int) -> bool:
 
 
 @pytest.fixture(scope="session")
-def head(tmp_path_factory):
+def head():
     """A local multi-process Ray head with dashboard (job server) and Ray client server."""
     gcs, dashboard = free_port(), free_port()
-    temp = tmp_path_factory.mktemp("ray-head")
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    # a short temp dir: Ray's unix sockets live under it and long pytest paths break the job agent
+    temp = tempfile.mkdtemp(prefix="rh-", dir="/tmp")
+    # the cluster's `python` is this venv's, as on a cluster set up from ray_cluster.yaml
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     proc = subprocess.Popen(
         [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--include-dashboard=true",
@@ -71,6 +77,7 @@ def head(tmp_path_factory):
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def submit(head, *args: str, timeout: float = 400) -> tuple[str, str]:
@@ -79,21 +86,20 @@ def submit(head, *args: str, timeout: float = 400) -> tuple[str, str]:
                               "env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}})
     cmd = [RAY, "job", "submit", "--address", head["dashboard"], "--working-dir", ".", "--no-wait",
            "--runtime-env-json", runtime_env, "--", "python", "-m", "orchestrator.main", *args]
-    out = subprocess.run(cmd, cwd=ROOT, env=head["env"], capture_output=True, text=True, timeout=120)
+    for _ in range(60):  # right after start the head's job agent may not be registered yet
+        out = subprocess.run(cmd, cwd=ROOT, env=head["env"], capture_output=True, text=True, timeout=120)
+        if "No available agent" not in out.stderr:
+            break
+        time.sleep(2)
     assert out.returncode == 0, out.stderr[-2000:]
-    job_id = next(w for w in out.stdout.split() if w.startswith("raysubmit_")).strip("'\".")
-    status = ""
+    job_id = re.search(r"raysubmit_[A-Za-z0-9]+", out.stdout).group(0)
+    from ray.job_submission import JobStatus, JobSubmissionClient
 
-    def finished() -> bool:
-        nonlocal status
-        res = subprocess.run([RAY, "job", "status", "--address", head["dashboard"], job_id], env=head["env"],
-                             capture_output=True, text=True)
-        status = next((s for s in ("SUCCEEDED", "FAILED", "STOPPED") if s in res.stdout), "")
-        return bool(status)
-
-    wait_for(finished, timeout, f"job {job_id}")
-    logs = subprocess.run([RAY, "job", "logs", "--address", head["dashboard"], job_id], env=head["env"],
-                          capture_output=True, text=True).stdout
+    client = JobSubmissionClient(head["dashboard"])
+    done = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+    wait_for(lambda: client.get_job_status(job_id) in done, timeout, f"job {job_id}")
+    status = client.get_job_status(job_id).value
+    logs = client.get_job_logs(job_id)
     return status, logs
 
 
