@@ -75,6 +75,16 @@ class BaselinesConfig:
 
 
 @dataclass
+class WspoConfig:
+    """WSPO's weak pair: `sft` = weak reference is the weak SFT model, aligned = SFT then DPO (the
+    paper's code, where SFT is general instruction tuning); `base` = weak reference is the weak base
+    (adapter disabled), aligned = SFT then DPO on D_w - for tasks where D_w's SFT is itself the
+    alignment, as in the synthetic world (refusing is learned from D_w chosen)."""
+
+    weak_reference: str = "sft"
+
+
+@dataclass
 class ActorResources:
     num_cpus: float = 0.5
     num_gpus: float = 0.0
@@ -115,6 +125,7 @@ class RunConfig:
     train: TrainingConfig = field(default_factory=TrainingConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    wspo: WspoConfig = field(default_factory=WspoConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     progress: bool = True
@@ -332,6 +343,8 @@ def validate(config: RunConfig) -> None:
         _check(res.num_cpus >= 0, f"resources.{role}.num_cpus", res.num_cpus, "must be >= 0")
         _check(res.num_gpus >= 0, f"resources.{role}.num_gpus", res.num_gpus, "must be >= 0")
     _check(config.resources.torch_threads >= 1, "resources.torch_threads", config.resources.torch_threads, "must be >= 1")
+    _check(config.wspo.weak_reference in ("sft", "base"), "wspo.weak_reference", config.wspo.weak_reference,
+           "choose sft or base")
     _check(config.ray.stage_timeout_s > 0, "ray.stage_timeout_s", config.ray.stage_timeout_s, "must be > 0")
     _check(config.ray.max_failures >= 0, "ray.max_failures", config.ray.max_failures, "must be >= 0")
 

@@ -1,7 +1,8 @@
 """WSPO (arXiv 2410.18640): the strong student learns the alignment *shift* of a weak teacher.
 
 Weak side (teacher actor `teacher_0`): weak reference = its `default` adapter after SFT on D_w
-chosen; weak aligned = its `aligned` adapter, that SFT adapter further trained by DPO on D_w pairs.
+chosen (or, with `wspo.weak_reference: base`, the weak base with the adapter disabled); weak
+aligned = its `aligned` adapter, that SFT adapter further trained by DPO on D_w pairs.
 The weak per-token log-probs of the training responses under both are computed once, cached in the
 run directory and shipped to the student as float lists. Strong side (the student): trainable
 adapter, reference = adapter disabled, loss `wspo_loss` with gamma from `train.wspo`.
@@ -77,7 +78,8 @@ class WSPO:
         """Per-token log-probs under weak aligned and weak reference, from the run's cache if present."""
         core = self.core
         examples = self._examples()
-        key = hashlib.sha256(json.dumps([examples, core.teacher_specs[self.weak].name_or_path,
+        reference_adapter = None if self.config.wspo.weak_reference == "base" else "default"
+        key = hashlib.sha256(json.dumps([examples, core.teacher_specs[self.weak].name_or_path, reference_adapter,
                                          self._train("teacher_sft"), self._train("weak_dpo")], sort_keys=True).encode()).hexdigest()
         path = core.run_dir.root / CACHE_FILE
         if path.is_file():
@@ -89,7 +91,7 @@ class WSPO:
         prompts = [e["prompt"] for e in examples]
         responses = [e["response"] for e in examples]
         aligned = core.stage("weak_logps_aligned", {self.weak: Call("token_logprobs", (prompts, responses), {"adapter": "aligned"})})
-        reference = core.stage("weak_logps_reference", {self.weak: Call("token_logprobs", (prompts, responses), {"adapter": "default"})})
+        reference = core.stage("weak_logps_reference", {self.weak: Call("token_logprobs", (prompts, responses), {"adapter": reference_adapter})})
         write_json_atomic(path, {"key": key, "aligned": aligned.results[self.weak], "reference": reference.results[self.weak]})
         core.run_dir.log("wspo_cache", hit=False, path=str(path))
         return aligned.results[self.weak], reference.results[self.weak]
