@@ -73,6 +73,25 @@ def main() -> None:
         lines += section_overhead(data)
     (HERE / "README.md").write_text("\n".join(lines))
     print("\n".join(lines))
+    inject_into_project_readme()
+
+
+def inject_into_project_readme() -> None:
+    """Replace the `<!-- results:NAME -->` blocks of the top-level README with measured tables."""
+    import re
+
+    readme = HERE.parent / "README.md"
+    text = readme.read_text()
+    blocks = {}
+    if (data := load("claims")):
+        blocks["claims"] = section_claims(data, "")[2:]
+    if (data := load("wspo_claims")):
+        blocks["wspo"] = section_claims(data, "")[2:]
+    for name, lines in blocks.items():
+        body = "\n".join(lines).strip()
+        text = re.sub(rf"<!-- results:{name} -->.*?<!-- /results:{name} -->",
+                      f"<!-- results:{name} -->\n{body}\n<!-- /results:{name} -->", text, flags=re.S)
+    readme.write_text(text)
 
 
 if __name__ == "__main__":

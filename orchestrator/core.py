@@ -60,6 +60,7 @@ class OrchestratorCore:
         self.current_stage: str | None = None
         self.stage_progress: dict[str, Any] = {"stage": None, "done": 0, "total": 0, "count": 0}
         self._round_timing: dict[str, Any] = {}
+        self.stage_round = 0  # the round the running stages belong to (0 = setup)
         self._setup_done = False
         self.algorithm = self._make_algorithm()
 
@@ -122,7 +123,7 @@ class OrchestratorCore:
         slowest = max(result.actor_s.values(), default=0.0)
         log.info("stage %-22s %6.1fs  (slowest actor %.1fs, %d agents)", name, result.wall_s, slowest, len(calls))
         metrics = {a: r for a, r in result.results.items() if isinstance(r, dict) and "steps" in r}
-        self.run_dir.log("stage", stage=name, round=self.state["round"] + (0 if self._setup_done else 1),
+        self.run_dir.log("stage", stage=name, round=self.stage_round,
                          wall_s=round(result.wall_s, 4), actor_s={a: round(s, 4) for a, s in result.actor_s.items()},
                          overhead_s=round(result.overhead_s, 4), **({"train": metrics} if metrics else {}))
         timing = self._round_timing
@@ -214,6 +215,7 @@ class OrchestratorCore:
         if not self._setup_done:
             self.setup()
         index = self.state["round"] + 1
+        self.stage_round = index
         start = time.perf_counter()
         self._round_timing = {}
         self.algorithm.round(index)

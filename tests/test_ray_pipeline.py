@@ -156,3 +156,13 @@ def test_sixteen_teachers_fit_two_cores(ray_cluster, cache_dir, tmp_path):
         assert len(infos) == 17 and len({i["pid"] for i in infos.values()}) == 17
     finally:
         core.shutdown()
+
+
+def test_stage_events_carry_their_round(ray_cluster, cache_dir, tmp_path):
+    from orchestrator.api import run
+
+    run(tiny_config(tmp_path, cache_dir, "rounds=2", "teachers.count=1", "baselines.strong_ceiling=false"))
+    events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train_rounds = [e["round"] for e in events if e["event"] == "stage" and e["stage"] == "train"]
+    assert train_rounds == [1, 2]
+    assert {e["round"] for e in events if e["event"] == "stage" and e["stage"] == "teacher_sft"} == {0}
