@@ -25,11 +25,15 @@ class _AgentHost:
         self.name = name
         self.agent = Agent(name, spec, cache_dir=cache_dir, num_threads=num_threads)
 
-    def call(self, method: str, *args: Any, **kwargs: Any) -> tuple[Any, float]:
-        start = time.perf_counter()
+    def call(self, method: str, *args: Any, **kwargs: Any) -> tuple[Any, float, float]:
+        """Run a method; return (result, wall seconds, CPU seconds of this process).
+
+        Both are reported because actors sharing cores wait for them: wall time then overstates
+        the compute an actor did, CPU time does not."""
+        start, cpu_start = time.perf_counter(), time.process_time()
         target = self if method in self.HOST_METHODS else self.agent
         result = getattr(target, method)(*args, **kwargs)
-        return result, time.perf_counter() - start
+        return result, time.perf_counter() - start, time.process_time() - cpu_start
 
     def info(self) -> dict:
         return {"name": self.name, "pid": os.getpid(), "model_path": self.agent.model_path,

@@ -41,14 +41,14 @@ def section_claims(data: dict, title: str) -> list[str]:
 
 def section_scaling(data: dict) -> list[str]:
     lines = ["## Teacher scaling (one MACPO round)", "", machine_line(data), "",
-             "| teachers | round wall s | actor compute s | parallel efficiency | orchestration overhead | time ratio vs K=1 |",
+             "| teachers | round wall s | actor CPU s | parallel efficiency | orchestration overhead | time ratio vs K=1 |",
              "| --- | --- | --- | --- | --- | --- |"]
     for row in data["rows"]:
-        lines.append(f"| {row['teachers']} | {row['round_wall_s']:.2f} | {row['actor_s']:.2f} | {row['parallel_efficiency']:.2f} | "
+        lines.append(f"| {row['teachers']} | {row['round_wall_s']:.2f} | {row['actor_cpu_s']:.2f} | {row['parallel_efficiency']:.2f} | "
                      f"{100 * row['overhead_fraction']:.1f}% | {row['time_ratio_vs_first']:.2f} |")
-    lines += ["", "Per stage, largest K:", "", "| stage | wall s | actor s (sum) | efficiency | overhead |", "| --- | --- | --- | --- | --- |"]
+    lines += ["", "Per stage, largest K:", "", "| stage | wall s | actor CPU s (sum) | efficiency | overhead |", "| --- | --- | --- | --- | --- |"]
     for stage, s in data["rows"][-1]["stages"].items():
-        lines.append(f"| {stage} | {s['wall_s']:.2f} | {s['actor_s']:.2f} | {s['parallel_efficiency']:.2f} | {100 * s['overhead_fraction']:.1f}% |")
+        lines.append(f"| {stage} | {s['wall_s']:.2f} | {s['actor_cpu_s']:.2f} | {s['parallel_efficiency']:.2f} | {100 * s['overhead_fraction']:.1f}% |")
     return lines + [""]
 
 

@@ -3,8 +3,9 @@
 For K in 1, 2, 4, 8 teachers: set up (not timed), then time one round on the synthetic task. From
 the run's own metrics.jsonl it reports, per stage and in total:
   wall_s                        what the round took
-  actor_s                       compute time the agent actors spent (sum over agents)
-  parallel_efficiency           (actor_s / cores) / wall_s: 1.0 = every core busy all the time
+  actor_s                       wall time inside the agent actors (sum; includes waiting for a core)
+  actor_cpu_s                   CPU time the agent actors used (sum): the compute actually done
+  parallel_efficiency           (actor_cpu_s / cores) / wall_s: 1.0 = every core busy all the time
   overhead_fraction             (wall - slowest actor) / wall per stage: orchestration cost
 Usage: python benchmarks/teacher_scaling.py [--teachers 1 2 4 8] [key=value ...]
 """
@@ -42,21 +43,24 @@ def measure(teachers: int, overrides: list[str], tmp: str) -> dict:
     stages = [e for e in events if e["event"] == "stage" and e.get("round") == 1 and e["stage"] in ROUND_STAGES]
     per_stage = {}
     for e in stages:
-        entry = per_stage.setdefault(e["stage"], {"wall_s": 0.0, "actor_s": 0.0, "slowest_actor_s": 0.0})
+        entry = per_stage.setdefault(e["stage"], {"wall_s": 0.0, "actor_s": 0.0, "actor_cpu_s": 0.0, "slowest_actor_s": 0.0})
         entry["wall_s"] += e["wall_s"]
         entry["actor_s"] += sum(e["actor_s"].values())
+        entry["actor_cpu_s"] += sum(e["actor_cpu_s"].values())
         entry["slowest_actor_s"] += max(e["actor_s"].values())
     for entry in per_stage.values():
         entry["overhead_fraction"] = round((entry["wall_s"] - entry["slowest_actor_s"]) / entry["wall_s"], 4)
-        entry["parallel_efficiency"] = round(entry["actor_s"] / cores / entry["wall_s"], 4)
+        entry["parallel_efficiency"] = round(entry["actor_cpu_s"] / cores / entry["wall_s"], 4)
     stage_wall = sum(e["wall_s"] for e in stages)
     actor = sum(record["timing"]["actor_s"].values())
+    cpu = sum(record["timing"]["actor_cpu_s"].values())
     return {
         "teachers": teachers,
         "round_wall_s": record["timing"]["wall_s"],
         "stage_wall_s": round(stage_wall, 3),
         "actor_s": round(actor, 3),
-        "parallel_efficiency": round(actor / cores / record["timing"]["wall_s"], 4),
+        "actor_cpu_s": round(cpu, 3),
+        "parallel_efficiency": round(cpu / cores / record["timing"]["wall_s"], 4),
         "overhead_fraction": round(sum(e["wall_s"] - max(e["actor_s"].values()) for e in stages) / stage_wall, 4),
         "stages": per_stage,
     }
@@ -74,7 +78,7 @@ def main() -> None:
         for k in args.teachers:
             row = measure(k, args.overrides, tmp)
             rows.append(row)
-            print(f"K={k:<2} round {row['round_wall_s']:6.2f}s  actor {row['actor_s']:6.2f}s  "
+            print(f"K={k:<2} round {row['round_wall_s']:6.2f}s  actor cpu {row['actor_cpu_s']:6.2f}s  "
                   f"efficiency {row['parallel_efficiency']:.2f}  overhead {row['overhead_fraction']:.3f}", flush=True)
     base = rows[0]
     for row in rows:

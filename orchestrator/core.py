@@ -125,11 +125,13 @@ class OrchestratorCore:
         metrics = {a: r for a, r in result.results.items() if isinstance(r, dict) and "steps" in r}
         self.run_dir.log("stage", stage=name, round=self.stage_round,
                          wall_s=round(result.wall_s, 4), actor_s={a: round(s, 4) for a, s in result.actor_s.items()},
+                         actor_cpu_s={a: round(s, 4) for a, s in result.actor_cpu_s.items()},
                          overhead_s=round(result.overhead_s, 4), **({"train": metrics} if metrics else {}))
         timing = self._round_timing
         timing["wall_stages_s"] = timing.get("wall_stages_s", 0.0) + result.wall_s
-        for agent, seconds in result.actor_s.items():
-            timing.setdefault("actor_s", {})[agent] = timing.get("actor_s", {}).get(agent, 0.0) + seconds
+        for key, values in (("actor_s", result.actor_s), ("actor_cpu_s", result.actor_cpu_s)):
+            for agent, seconds in values.items():
+                timing.setdefault(key, {})[agent] = timing.get(key, {}).get(agent, 0.0) + seconds
         self.current_stage = None
         return result
 
@@ -230,7 +232,8 @@ class OrchestratorCore:
             "round": index,
             "eval": evaluation,
             "timing": {"wall_s": round(elapsed, 3),
-                       "actor_s": {a: round(s, 3) for a, s in self._round_timing.get("actor_s", {}).items()}},
+                       "actor_s": {a: round(s, 3) for a, s in self._round_timing.get("actor_s", {}).items()},
+                       "actor_cpu_s": {a: round(s, 3) for a, s in self._round_timing.get("actor_cpu_s", {}).items()}},
         }
         self.rounds.append(record)
         self.state["round"] = index

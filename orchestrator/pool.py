@@ -41,6 +41,7 @@ class StageResult:
     results: dict[str, Any]
     actor_s: dict[str, float]
     wall_s: float
+    actor_cpu_s: dict[str, float]
 
     @property
     def overhead_s(self) -> float:
@@ -114,6 +115,7 @@ class AgentPool:
         start = time.perf_counter()
         results: dict[str, Any] = {}
         actor_s: dict[str, float] = {}
+        actor_cpu_s: dict[str, float] = {}
         pending: dict[Any, str] = {}
 
         def submit(agent: str) -> None:
@@ -140,14 +142,15 @@ class AgentPool:
             for ref in ready:
                 agent = pending.pop(ref)
                 try:
-                    value, seconds = ray.get(ref, timeout=60)
+                    value, seconds, cpu_seconds = ray.get(ref, timeout=60)
                 except (RayActorError, GetTimeoutError) as exc:
                     self._recover(agent, stage, exc)
                     submit(agent)
                     continue
                 results[agent] = value
                 actor_s[agent] = seconds
+                actor_cpu_s[agent] = cpu_seconds
                 if self.progress:
                     self.progress(stage, len(results))
-        return StageResult(results, actor_s, time.perf_counter() - start)
+        return StageResult(results, actor_s, time.perf_counter() - start, actor_cpu_s)
 

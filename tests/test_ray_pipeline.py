@@ -28,9 +28,9 @@ def test_agent_actor_answers_generate_logprobs_train(ray_cluster, cache_dir, tin
     assert ray_cluster.get(actor.generate.remote(prompts, greedy)) == local.generate(prompts, greedy)
     remote_lp = ray_cluster.get(actor.logprobs.remote(prompts, answers))
     assert remote_lp["sum"] == pytest.approx(local.logprobs(prompts, answers)["sum"], abs=1e-5)
-    metrics, seconds = ray_cluster.get(actor.call.remote("train", [{"prompt": p, "response": r} for p, r in zip(prompts, answers)],
+    metrics, seconds, cpu_seconds = ray_cluster.get(actor.call.remote("train", [{"prompt": p, "response": r} for p, r in zip(prompts, answers)],
                                                          "sft", {"lr": 1e-2, "epochs": 5, "batch_size": 2}))
-    assert metrics["steps"] == 5 and seconds > 0
+    assert metrics["steps"] == 5 and seconds > 0 and cpu_seconds > 0
     assert sum(ray_cluster.get(actor.logprobs.remote(prompts, answers))["mean"]) > sum(remote_lp["mean"])
     ray_cluster.kill(actor)
 
