@@ -147,3 +147,32 @@ def test_errors_name_the_problem(agent, tmp_path):
         resolve_model_path(str(tmp_path / "missing-model"), 0, None)
     with pytest.raises(AgentError, match="no training examples"):
         agent.train([], "sft")
+
+
+def test_wspo_objective_reduces_its_loss(fresh):
+    prompts, answers = PROMPTS * 4, ANSWERS * 4
+    reference = fresh.token_logprobs(prompts, answers, adapter=None)
+    # a weak "alignment shift" of +0.05 nats on every response token, to be matched 1/gamma times over
+    examples = [{"prompt": p, "response": r, "weak_aligned_logps": [x + 0.05 for x in ref], "weak_ref_logps": ref}
+                for p, r, ref in zip(prompts, answers, reference)]
+    cfg = {"lr": 1e-2, "epochs": 1, "batch_size": 4, "gamma": 0.1}
+    first = fresh.train(examples, "wspo", cfg)["loss"]
+    for _ in range(4):
+        last = fresh.train(examples, "wspo", cfg)["loss"]
+    assert last < first * 0.75  # starts at 0.05**2 per token: nothing learned yet
+
+
+def test_weak_logps_must_cover_the_response(fresh):
+    bad = [{"prompt": "sort: ba=", "response": "ab", "weak_aligned_logps": [0.0], "weak_ref_logps": [0.0]}]
+    with pytest.raises(AgentError, match="tokenizers must match"):
+        fresh.train(bad, "wspo")
+
+
+def test_non_finite_loss_skips_batches_and_says_so(fresh):
+    weights = {n: p for n, p in fresh.model.named_parameters() if "lora_B.default" in n}
+    with torch.no_grad():
+        next(iter(weights.values())).fill_(float("nan"))
+    examples = [{"prompt": p, "response": r} for p, r in zip(PROMPTS, ANSWERS)]
+    with pytest.raises(AgentError, match="every sft batch gave a non-finite loss"):
+        fresh.train(examples, "sft", {"batch_size": 2})
+    assert fresh.stats["nan_batches"] == 2
