@@ -92,8 +92,8 @@ class ActorResources:
 
 @dataclass
 class ResourcesConfig:
-    student: ActorResources = field(default_factory=ActorResources)
-    teacher: ActorResources = field(default_factory=lambda: ActorResources(num_cpus=0.25))
+    student: ActorResources = field(default_factory=lambda: ActorResources(num_cpus=0.25))
+    teacher: ActorResources = field(default_factory=lambda: ActorResources(num_cpus=0.1))
     orchestrator_cpus: float = 0.1
     torch_threads: int = 1
 
