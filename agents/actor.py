@@ -41,9 +41,9 @@ class _Host:
 class _AgentHost(_Host):
     """Holds one Agent (a teacher or the student)."""
 
-    def __init__(self, name: str, spec: dict, cache_dir: str | None = None, num_threads: int = 1):
+    def __init__(self, name: str, spec: dict, cache_dir: str | None = None, num_threads: int = 1, seed: int = 0):
         self.name = name
-        self.agent = self.target = Agent(name, spec, cache_dir=cache_dir, num_threads=num_threads)
+        self.agent = self.target = Agent(name, spec, cache_dir=cache_dir, num_threads=num_threads, seed=seed)
 
     def info(self) -> dict:
         return {"name": self.name, "pid": os.getpid(), "model_path": self.agent.model_path,
@@ -75,7 +75,7 @@ AgentActor = ray.remote(_AgentHost)
 class _RewardModelHost(_Host):
     """Holds the run's reward model; evaluation sends it every agent's test answers at once."""
 
-    def __init__(self, name: str, spec: dict, cache_dir: str | None = None, num_threads: int = 1):
+    def __init__(self, name: str, spec: dict, cache_dir: str | None = None, num_threads: int = 1, seed: int = 0):
         self.name = name
         self.reward_model = self.target = RewardModel(spec, num_threads=num_threads)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import logging
 import math
@@ -59,6 +60,12 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def derive_seed(*parts: object) -> int:
+    """A 32-bit seed from named parts (run seed, agent, purpose, ...): every random stream of a run
+    has its own seed, so switching one stage off never shifts the randomness of another."""
+    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:4], "little")
+
+
 def resolve_model_path(name_or_path: str, seed: int, cache_dir: str | None) -> str:
     """`tiny:<preset>` -> built local dir; an existing path -> itself; otherwise a hub id."""
     if name_or_path.startswith("tiny:"):
@@ -78,7 +85,11 @@ def resolve_model_path(name_or_path: str, seed: int, cache_dir: str | None) -> s
 class Agent:
     """A teacher or the student: base model + named LoRA adapters (`default`, `negative`, ...)."""
 
-    def __init__(self, name: str, spec: ModelSpec | dict, cache_dir: str | None = None, num_threads: int | None = None):
+    def __init__(self, name: str, spec: ModelSpec | dict, cache_dir: str | None = None, num_threads: int | None = None,
+                 seed: int = 0):
+        """`seed` is the run's seed: with the agent's name it seeds the LoRA initialisation and the
+        order of training batches. Which base is loaded is the spec's business (`spec.seed` picks a
+        `tiny:` base), so a seed sweep varies a run, not the models it starts from."""
         from peft import LoraConfig as PeftLoraConfig
         from peft import get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -89,6 +100,7 @@ class Agent:
         if num_threads:
             torch.set_num_threads(num_threads)
         self.name = name
+        self.seed = seed
         self.spec = coerce(ModelSpec, spec)
         if isinstance(self.spec.lora, dict):
             from agents.config import LoraConfig
@@ -118,13 +130,13 @@ class Agent:
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
             target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
         )
-        torch.manual_seed(self.spec.seed)  # adapter init is reproducible per agent
+        torch.manual_seed(derive_seed(seed, name, "lora_init"))  # per run seed and agent
         if not self.spec.device_map:
             base = base.to(self.device)
         self.model = get_peft_model(base, self.lora_config, adapter_name="default")
         self.model.eval()
         self.backend = make_backend(self.spec.backend, self.model_path, self.spec)
-        self._train_calls = 0
+        self._train_calls: dict[str, int] = {}  # per adapter: seeds each call's batch order
         self.stats: dict[str, int] = {"truncated_prompts": 0, "nan_batches": 0}
 
     # ------------------------------------------------------------------ adapters
@@ -299,8 +311,8 @@ class Agent:
         self._check_adapter(adapter)
         start = time.perf_counter()
         batches = self._prepare(examples, objective, cfg, adapter)
-        self._train_calls += 1
-        rng = random.Random(self.spec.seed * 1000 + self._train_calls)
+        self._train_calls[adapter] = self._train_calls.get(adapter, 0) + 1
+        rng = random.Random(derive_seed(self.seed, self.name, adapter, self._train_calls[adapter]))
         steps_per_epoch = math.ceil(len(batches) / cfg.grad_accum)
         total_steps = steps_per_epoch * cfg.epochs
         if cfg.max_steps:
@@ -481,5 +493,5 @@ class Agent:
             set_peft_model_state_dict(self.model, load_file(str(weights), device=str(self.device)), adapter_name=adapter)
             self.backend.adapter_updated(self, adapter)
         self.model.set_adapter("default")
-        self._train_calls = state.get("train_calls", 0)
+        self._train_calls = dict(state.get("train_calls", {}))
         self.stats.update(state.get("stats", {}))

@@ -33,7 +33,7 @@ class ModelSpec:
     device_map: str | None = None  # e.g. "auto" to shard a model too big for one GPU over the actor's GPUs
     trust_remote_code: bool = False
     max_length: int = 1024  # prompt + response tokens fed to training / scoring
-    seed: int = 0  # seeds LoRA init and the tiny base's pre-training
+    seed: int = 0  # which `tiny:` base (one per preset and seed); the run's `seed` seeds LoRA init
     backend: str = "hf"  # generation backend: hf | vllm
     vllm_gpu_memory_utilization: float = 0.3
     lora: LoraConfig = field(default_factory=LoraConfig)

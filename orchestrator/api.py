@@ -19,15 +19,16 @@ from orchestrator.run_dir import round_line
 log = logging.getLogger("orchestrator")
 
 
-def connect(config: RunConfig) -> bool:
+def connect(config: RunConfig, log_to_driver: bool = True) -> bool:
     """Attach to the cluster in `ray.address` / RAY_ADDRESS, else start a local Ray on 127.0.0.1.
 
-    Returns True when this call started Ray (and so should shut it down)."""
+    Returns True when this call started Ray (and so should shut it down). A sweep passes
+    `log_to_driver=False`: the actors of many trials would interleave in its output."""
     if ray.is_initialized():
         return False
     address = config.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, namespace=config.ray.namespace, log_to_driver=True)
+        ray.init(address=address, namespace=config.ray.namespace, log_to_driver=log_to_driver)
         return True
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # a Ray started here is private to this process and bound to loopback: no token needed
@@ -37,7 +38,7 @@ def connect(config: RunConfig) -> bool:
         include_dashboard=config.ray.include_dashboard,
         dashboard_host=config.ray.dashboard_host,
         num_cpus=os.cpu_count(),
-        log_to_driver=True,
+        log_to_driver=log_to_driver,
     )
     return True
 

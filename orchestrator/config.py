@@ -37,11 +37,12 @@ class TeachersConfig:
     specs: list[ModelSpec] = field(default_factory=lambda: [ModelSpec(name_or_path="tiny:weak", seed=1)])
 
     def resolved(self) -> list[ModelSpec]:
-        """The `count` teacher specs; cycled copies get distinct seeds so they are not clones."""
+        """The `count` teacher specs; the n-th cycled copy of a spec takes seed `seed + n * len(specs)`
+        (a different `tiny:` base), so specs seeded 1..3 grow into teachers on bases 1..count."""
         out = []
         for i in range(self.count):
             spec = copy.deepcopy(self.specs[i % len(self.specs)])
-            spec.seed += 1000 * (i // len(self.specs))
+            spec.seed += len(self.specs) * (i // len(self.specs))
             out.append(spec)
         return out
 

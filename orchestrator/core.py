@@ -50,7 +50,7 @@ class OrchestratorCore:
         self.pool = AgentPool(
             run_id=self.run_id, namespace=config.ray.namespace, cache_dir=config.cache_dir,
             torch_threads=res.torch_threads, stage_timeout_s=config.ray.stage_timeout_s,
-            max_failures=config.ray.max_failures, progress=self._on_progress,
+            max_failures=config.ray.max_failures, progress=self._on_progress, seed=config.seed,
         )
         self.task: TaskData | None = None
         self.teacher_specs: dict[str, ModelSpec] = {}
@@ -108,7 +108,8 @@ class OrchestratorCore:
             taken.add(name)
             wanted[name] = (spec, self._resources("teacher"))
         group, placed = reserve({n: r for n, (_, r) in wanted.items()}, self.config.ray.placement_timeout_s)
-        self.placement_groups.append(group)
+        if group is not None:  # None: placed inside an enclosing group (a sweep trial's), not ours
+            self.placement_groups.append(group)
         for name, (spec, _) in wanted.items():
             if name == REWARD_MODEL:
                 from agents.actor import RewardModelActor

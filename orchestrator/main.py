@@ -48,7 +48,7 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """The innermost cause of an error as one line (Ray wraps actor errors in RayTaskError)."""
     cause = exc
     seen = set()
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - one clear line, never a traceback wall
-        line = _one_line(exc)
+        line = one_line(exc)
         bad_input = any(name in line for name in (TaskConfigError.__name__, TaskDataError.__name__, "AgentError", "ConfigError"))
         print(f"error: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT if bad_input else EXIT_FAILED

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import ray
-from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.placement_group import get_current_placement_group, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 
@@ -18,16 +18,24 @@ class PlacementError(RuntimeError):
     """The cluster cannot fit the requested agents."""
 
 
-def _bundle(resources: dict) -> dict[str, float]:
-    bundle = {"CPU": float(resources.get("num_cpus", 0.0)), "GPU": float(resources.get("num_gpus", 0.0))}
-    bundle = {k: v for k, v in bundle.items() if v > 0}
-    return bundle or {"CPU": 0.01}  # a bundle must reserve something
+def bundle(resources: dict) -> dict[str, float]:
+    """One actor's placement bundle from its `num_cpus` / `num_gpus`."""
+    wanted = {"CPU": float(resources.get("num_cpus", 0.0)), "GPU": float(resources.get("num_gpus", 0.0))}
+    wanted = {k: v for k, v in wanted.items() if v > 0}
+    return wanted or {"CPU": 0.01}  # a bundle must reserve something
 
 
 def reserve(agents: dict[str, dict], timeout_s: float, strategy: str = "PACK") -> tuple[Any, dict[str, dict]]:
-    """Reserve one bundle per agent; return the group and each agent's resources with its strategy."""
+    """Reserve one bundle per agent; return the group and each agent's resources with its strategy.
+
+    Inside a placement group already (a sweep trial: Tune reserved the whole run's bundles, the
+    trial process holding bundle 0), the agents take that group's next bundles instead, and the
+    returned group is None (it is not this run's to remove)."""
+    current = get_current_placement_group()
+    if current is not None:
+        return None, _place_in(current, agents)
     names = list(agents)
-    bundles = [_bundle(agents[n]) for n in names]
+    bundles = [bundle(agents[n]) for n in names]
     group = placement_group(bundles, strategy=strategy)
     ready, _ = ray.wait([group.ready()], timeout=timeout_s)
     if not ready:
@@ -46,3 +54,20 @@ def reserve(agents: dict[str, dict], timeout_s: float, strategy: str = "PACK") -
         placed[name] = dict(agents[name], scheduling_strategy=PlacementGroupSchedulingStrategy(
             placement_group=group, placement_group_bundle_index=index))
     return group, placed
+
+
+_next_bundle: dict[str, int] = {}  # placement group id -> next free bundle (0 is the caller's own)
+
+
+def _place_in(group: Any, agents: dict[str, dict]) -> dict[str, dict]:
+    key = group.id.hex()
+    placed = {}
+    for name, resources in agents.items():
+        index = _next_bundle.get(key, 1)
+        if index >= group.bundle_count:
+            raise PlacementError(f"agent {name}: the enclosing placement group has {group.bundle_count} bundles and all are "
+                                 f"taken; size it for every agent of the run (one bundle each, after the caller's)")
+        _next_bundle[key] = index + 1
+        placed[name] = dict(resources, scheduling_strategy=PlacementGroupSchedulingStrategy(
+            placement_group=group, placement_group_bundle_index=index))
+    return placed

@@ -51,8 +51,10 @@ class AgentPool:
     """Creates, calls and (on failure) recreates the agent actors of one run."""
 
     def __init__(self, run_id: str, namespace: str, cache_dir: str | None, torch_threads: int,
-                 stage_timeout_s: float, max_failures: int, progress: Callable[[str, int], Any] | None = None):
+                 stage_timeout_s: float, max_failures: int, progress: Callable[[str, int], Any] | None = None,
+                 seed: int = 0):
         self.run_id = run_id
+        self.seed = seed  # the run's seed, handed to every agent (LoRA init, batch order)
         self.namespace = namespace
         self.cache_dir = cache_dir
         self.torch_threads = torch_threads
@@ -79,7 +81,7 @@ class AgentPool:
                        max_restarts=0, max_concurrency=1)
         if resources.get("scheduling_strategy") is not None:
             options["scheduling_strategy"] = resources["scheduling_strategy"]
-        return actor_class.options(**options).remote(name, asdict(spec), self.cache_dir, self.torch_threads)
+        return actor_class.options(**options).remote(name, asdict(spec), self.cache_dir, self.torch_threads, self.seed)
 
     def names(self) -> list[str]:
         return list(self.handles)
@@ -112,8 +114,12 @@ class AgentPool:
             ray.get(self.handles[name].load.remote(self.restore_dirs[name]), timeout=self.stage_timeout_s)
 
     # ------------------------------------------------------------ stages
-    def stage(self, stage: str, calls: dict[str, Call]) -> StageResult:
-        """Run `calls` (agent -> Call) in parallel; return results, per-actor seconds, wall time."""
+    def stage(self, stage: str, calls: dict[str, Call], timeout_s: float | None = None) -> StageResult:
+        """Run `calls` (agent -> Call) in parallel; return results, per-actor seconds, wall time.
+
+        `timeout_s` (default `ray.stage_timeout_s`) bounds this stage alone: an actor that gives no
+        answer within it is restarted and its call redone, as if it had died."""
+        timeout_s = self.stage_timeout_s if timeout_s is None else timeout_s
         start = time.perf_counter()
         results: dict[str, Any] = {}
         actor_s: dict[str, float] = {}
@@ -129,16 +135,16 @@ class AgentPool:
             if agent not in self.handles:
                 raise StageError(f"stage {stage}: unknown agent {agent!r}")
             submit(agent)
-        deadline = start + self.stage_timeout_s
+        deadline = start + timeout_s
         while pending:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:  # a hung actor is treated like a dead one: restart it, redo its call
                 slow = sorted(set(pending.values()))
                 pending.clear()
                 for agent in slow:
-                    self._recover(agent, stage, TimeoutError(f"no answer within {self.stage_timeout_s:g}s"))
+                    self._recover(agent, stage, TimeoutError(f"no answer within {timeout_s:g}s"))
                     submit(agent)
-                deadline = time.perf_counter() + self.stage_timeout_s
+                deadline = time.perf_counter() + timeout_s
                 continue
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=remaining)
             for ref in ready:

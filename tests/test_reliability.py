@@ -94,14 +94,15 @@ def test_too_many_failures_name_the_agent(ray_cluster, tmp_path, cache_dir):
     from orchestrator.pool import Call, StageError
 
     cfg = load_config(None, [*TINY, "rounds=1", f"output_dir={tmp_path / 'run'}", f"cache_dir={cache_dir}",
-                             "ray.max_failures=0", "ray.stage_timeout_s=5"])
+                             "ray.max_failures=0"])
     core = OrchestratorCore(cfg)
     try:
         core.start_agents(True, [])
         core.stage("load_models", {"student": Call("info")})
         long_job = [{"prompt": "sort: ba=", "response": "ab"}] * 64
-        with pytest.raises(StageError, match="agent student failed 1 times"):
-            # a hung actor: the call runs past the stage timeout
-            core.pool.stage("hang", {"student": Call("train", (long_job, "sft", {"epochs": 10000, "batch_size": 1}))})
+        with pytest.raises(StageError, match=r"stage hang: agent student failed 1 times.*no answer within 2s"):
+            # a hung actor: the call runs past this stage's own timeout (model loading above had none)
+            core.pool.stage("hang", {"student": Call("train", (long_job, "sft", {"epochs": 10000, "batch_size": 1}))},
+                            timeout_s=2)
     finally:
         core.shutdown()
