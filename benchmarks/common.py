@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -26,16 +25,11 @@ def start_ray(num_cpus: int | None = None) -> None:
                  namespace="w2s-bench")
 
 
-def machine() -> dict:
-    import torch
-
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-
-
 def write_result(name: str, data: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
+    from orchestrator.sweep_report import machine
+
     data = {"benchmark": name, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), **data}
     path.write_text(json.dumps(data, indent=2))
     return path

@@ -15,8 +15,10 @@ project's venv, e.g. `python benchmarks/teacher_scaling.py`.
 
 | script | measures |
 | --- | --- |
-| `claims.py` | whether the default world shows MACPO working: student / teacher rewards over seeds, K=1 vs K=3, ablations |
-| `wspo_claims.py` | WSPO vs the student's SFT and DPO baselines over seeds |
+| `sweeps/macpo_claims.yaml` | (run with `python -m orchestrator.sweep --spec benchmarks/sweeps/macpo_claims.yaml --publish benchmarks/results`) whether the default world shows MACPO's claims: student / teacher rewards over 5 seeds, K=1 vs K=3, ablations |
+| `sweeps/wspo_claims.yaml` | (same command) WSPO vs the student's SFT and DPO baselines and the weak aligned model over 5 seeds |
+| `sweeps/sweep_speed.yaml` | a 3-setting x 5-seed sweep of the default config: how long a sweep takes |
+| `reference_run.py` | the published reference run (default config, seed 0) and how far it moves with the thread count |
 | `teacher_scaling.py` | one MACPO round with 1, 2, 4, 8 teachers: wall time per stage, parallel efficiency, orchestration overhead |
 | `actor_overhead.py` | generate / train through `AgentActor` vs the plain `Agent` in-process; tokens/s |
 """
@@ -28,15 +30,31 @@ def load(name: str) -> dict | None:
 
 
 def machine_line(data: dict) -> str:
-    m = data["machine"]
-    return f"_Measured {data['measured_at']} on {m['cpus']} CPU cores ({m['platform']}, torch {m['torch']}{', ' + m['cuda'] if m.get('cuda') else ''})._"
+    from orchestrator.sweep_report import machine_line as line
+
+    return line(data)
 
 
-def section_claims(data: dict, title: str) -> list[str]:
-    lines = [f"## {title}", "", machine_line(data), "", f"Seeds: {data['seeds']}", "", data["table"], ""]
-    for claim, per_seed in data.get("claims_per_seed", {}).items():
-        lines.append(f"- `{claim}`: holds in {sum(per_seed)} of {len(per_seed)} seeds")
-    return lines + [""]
+def section_sweep(data: dict, title: str) -> list[str]:
+    from orchestrator.sweep_report import render_markdown
+
+    return [render_markdown(data, title)]
+
+
+def section_reference(data: dict, reproducibility: dict | None) -> list[str]:
+    """The reference run's reward per agent per round, and the measured spread beside it."""
+    rounds = data["rounds"]
+    lines = ["| agent | " + " | ".join(f"round {r['round']}" for r in rounds) + " |", "| --- |" + " --- |" * len(rounds)]
+    for agent in data["agents"]:
+        lines.append(f"| {agent} | " + " | ".join(f"{r['eval'][agent]['reward']:.3f}" for r in rounds) + " |")
+    for name, metrics in data.get("baselines", {}).items():
+        lines.append(f"| baseline `{name}` | {metrics['reward']:.3f} |" + " |" * (len(rounds) - 1))
+    lines.append("")
+    if reproducibility:
+        diffs = ", ".join(f"{n} thread(s): {d:.4f}" for n, d in reproducibility["max_abs_diff_vs_published"].items())
+        lines.append(f"Largest per-round reward difference from this file when the same command runs with other torch "
+                     f"thread counts (measured {reproducibility['measured_at']}): {diffs}; tolerance {reproducibility['tolerance']}.")
+    return lines
 
 
 def section_scaling(data: dict) -> list[str]:
@@ -63,10 +81,15 @@ def section_overhead(data: dict) -> list[str]:
 
 def main() -> None:
     lines = [INTRO]
-    if (data := load("claims")):
-        lines += section_claims(data, "MACPO on the default world")
-    if (data := load("wspo_claims")):
-        lines += section_claims(data, "WSPO on the default world")
+    if (data := load("default_seed0_summary")):
+        lines += ["## Reference run (default config, seed 0)", "",
+                  "`python -m orchestrator.main` on any machine gives these rewards within 0.005 "
+                  "(`python benchmarks/reference_run.py --check`).", ""]
+        lines += section_reference(data, load("reproducibility")) + [""]
+    for name, title in (("macpo_claims", "MACPO on the default world"), ("wspo_claims", "WSPO on the default world"),
+                        ("sweep_speed", "Sweep speed: 3 settings x 5 seeds of the default config")):
+        if (data := load(name)):
+            lines += section_sweep(data, title)
     if (data := load("teacher_scaling")):
         lines += section_scaling(data)
     if (data := load("actor_overhead")):
@@ -80,17 +103,20 @@ def inject_into_project_readme() -> None:
     """Replace the `<!-- results:NAME -->` blocks of the top-level README with measured tables."""
     import re
 
+    from orchestrator.sweep_report import render_markdown
+
     readme = HERE.parent / "README.md"
     text = readme.read_text()
     blocks = {}
-    if (data := load("claims")):
-        blocks["claims"] = section_claims(data, "")[2:]
+    if (data := load("default_seed0_summary")):
+        blocks["reference"] = "\n".join(section_reference(data, load("reproducibility")))
+    if (data := load("macpo_claims")):
+        blocks["claims"] = render_markdown(data)
     if (data := load("wspo_claims")):
-        blocks["wspo"] = section_claims(data, "")[2:]
-    for name, lines in blocks.items():
-        body = "\n".join(lines).strip()
+        blocks["wspo"] = render_markdown(data)
+    for name, body in blocks.items():
         text = re.sub(rf"<!-- results:{name} -->.*?<!-- /results:{name} -->",
-                      f"<!-- results:{name} -->\n{body}\n<!-- /results:{name} -->", text, flags=re.S)
+                      lambda _: f"<!-- results:{name} -->\n{body.strip()}\n<!-- /results:{name} -->", text, flags=re.S)
     readme.write_text(text)
 
 

@@ -151,7 +151,13 @@ class AgentPool:
                 agent = pending.pop(ref)
                 try:
                     value, seconds, cpu_seconds = ray.get(ref, timeout=60)
-                except (RayActorError, GetTimeoutError) as exc:
+                except RayActorError as exc:
+                    if exc.actor_init_failed:  # its constructor raised (a bad model path...): a restart would too
+                        raise StageError(f"stage {stage}: agent {agent} could not start: {init_error_line(exc)}") from None
+                    self._recover(agent, stage, exc)
+                    submit(agent)
+                    continue
+                except GetTimeoutError as exc:
                     self._recover(agent, stage, exc)
                     submit(agent)
                     continue
@@ -162,3 +168,9 @@ class AgentPool:
                     self.progress(stage, len(results))
         return StageResult(results, actor_s, time.perf_counter() - start, actor_cpu_s)
 
+
+
+def init_error_line(exc: RayActorError) -> str:
+    """The exception an actor's constructor raised, as its one last line (`module.Type: message`)."""
+    lines = [line for line in str(exc.error_msg).splitlines() if line.strip() and not line.startswith(" ")]
+    return lines[-1] if lines else type(exc).__name__

@@ -51,6 +51,20 @@ def trial_bundles(config: RunConfig) -> list[dict[str, float]]:
     return bundles
 
 
+def default_concurrency(configs) -> int | None:
+    """Trials at once when not given: on CPUs, as many as the cluster has cores for the threads a
+    trial keeps busy (every actor runs `torch_threads` threads; the fractional `num_cpus` of the
+    default configs are scheduling shares, which would let a 2-core machine start 3 trials that then
+    crawl). With GPUs, the placement groups alone decide."""
+    import ray
+
+    if any(c.resources.student.num_gpus or c.resources.teacher.num_gpus for c in configs):
+        return None
+    busy = max((1 + c.teachers.count + (c.reward_model.name_or_path is not None)) * c.resources.torch_threads
+               for c in configs)
+    return max(1, int(ray.cluster_resources().get("CPU", 1) // busy))
+
+
 def run_trial(params: dict, spec: dict, sweep_dir: str, cwd: str) -> None:
     """Tune's function trainable: one full run, reporting each round; resumes its own run directory
     when an earlier attempt committed a round (Tune restored an interrupted sweep)."""
@@ -96,7 +110,10 @@ def run_sweep(spec: SweepSpec, sweep_dir: str | Path, max_concurrent: int | None
         spec.config = str(Path(spec.config).resolve())
     write_json_atomic(sweep_dir / "spec.json", _spec_dict(spec))
     configs = {name: load_config(spec.config, [*spec.overrides, *o]) for name, o in spec.settings.items()}
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # run dirs hold the metrics; no tensorboardX noise
     started = connect(next(iter(configs.values())), log_to_driver=False)
+    if max_concurrent is None:
+        max_concurrent = default_concurrency(configs.values())
     start = time.perf_counter()
     try:
         trainable = tune.with_resources(

@@ -147,7 +147,7 @@ def parse_claim(text: str, name: str | None = None) -> Claim:
     if not match:
         raise ConfigError(f"claim {text!r}: write `metric > metric` (operators {list(OPERATORS)})")
     left, op, right = match.groups()
-    return Claim(name=name or slug(f"{left} {op} {right}"), left=left, op=op, right=right)
+    return Claim(name=name or f"{left} {op} {right}", left=left, op=op, right=right)
 
 
 def load_spec(path: str | Path) -> SweepSpec:

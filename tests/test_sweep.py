@@ -1,0 +1,144 @@
+"""Sweeps: settings x seeds on Ray Tune, claims evaluated per seed, resume, failures, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import ConfigError
+from orchestrator.sweep_spec import SweepSpec, aggregate, grid_settings, load_spec, parse_claim, parse_seeds, trial_metrics
+from tests.conftest import TINY_RUN
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sweep_cli(*args, **kwargs):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def test_seeds_and_grid_parse():
+    assert parse_seeds("0-4") == [0, 1, 2, 3, 4]
+    assert parse_seeds("0-1,7") == [0, 1, 7]
+    settings = grid_settings(["teachers.count=1,3", "ablation.hard_negatives=true,false"])
+    assert list(settings) == ["teachers.count=1 ablation.hard_negatives=true", "teachers.count=1 ablation.hard_negatives=false",
+                              "teachers.count=3 ablation.hard_negatives=true", "teachers.count=3 ablation.hard_negatives=false"]
+    assert grid_settings(["teachers.specs=[{seed: 1}],[{seed: 2}]"])["teachers.specs=[{seed: 2}]"] == ["teachers.specs=[{seed: 2}]"]
+    with pytest.raises(ConfigError, match="no values for 'rounds'"):
+        grid_settings(["rounds="])
+    with pytest.raises(ConfigError, match="--seeds 'x'"):
+        parse_seeds("x")
+
+
+def fake_summary(student: list[float], teachers: list[list[float]]) -> dict:
+    rounds = []
+    for k, s in enumerate(student):
+        ev = {"student": {"reward": s, "harmless": s / 2}}
+        ev.update({f"teacher_{i}": {"reward": t[k], "harmless": 0.1} for i, t in enumerate(teachers)})
+        rounds.append({"round": k, "eval": ev})
+    return {"agents": ["student"] + [f"teacher_{i}" for i in range(len(teachers))], "rounds": rounds,
+            "baselines": {"student_sft_gold": {"reward": 1.0}}, "pgr": {"weak": 0.5, "ceiling": 1.0},
+            "wspo": {"student_wspo": 0.7}}
+
+
+def test_trial_metrics_flatten_a_summary():
+    m = trial_metrics(fake_summary([0.6, 0.8], [[0.5, 0.6], [0.3, 0.2]]))
+    assert m["student.round0"] == 0.6 and m["student.final"] == 0.8 and m["student.r1"] == 0.8
+    assert m["student.gain"] == pytest.approx(0.2)
+    assert m["student.harmless.final"] == 0.4
+    assert m["teachers_mean.round0"] == pytest.approx(0.4) and m["teachers_mean.final"] == pytest.approx(0.4)
+    assert m["best_teacher.round0"] == 0.5
+    assert m["baseline.student_sft_gold.reward"] == 1.0
+    assert m["pgr.r0"] == pytest.approx(0.2) and m["pgr.final"] == pytest.approx(0.6)
+    assert m["wspo.student_wspo"] == 0.7
+
+
+def test_claims_are_evaluated_per_seed_within_and_across_settings():
+    spec = SweepSpec(name="x", settings={"full": [], "ablated": ["ablation.hard_negatives=false"]}, seeds=[0, 1, 2],
+                     claims=[parse_claim("student.final > student.round0"),
+                             parse_claim("full:student.final > ablated:student.final")])
+    trials = []
+    for seed, (full, ablated) in enumerate([(0.9, 0.8), (0.7, 0.75), (0.95, 0.9)]):
+        trials.append({"setting": "full", "seed": seed, "status": "done", "metrics": trial_metrics(fake_summary([0.8, full], [[0.5, 0.5]]))})
+        trials.append({"setting": "ablated", "seed": seed, "status": "failed" if seed == 2 else "done",
+                       "metrics": trial_metrics(fake_summary([0.8, ablated], [[0.5, 0.5]]))})
+    table, claims = aggregate(spec, trials)
+    assert table["full"]["student.final"]["n"] == 3 and table["ablated"]["student.final"]["n"] == 2
+    assert table["full"]["student.final"]["mean"] == pytest.approx((0.9 + 0.7 + 0.95) / 3)
+    within, across = claims
+    assert within["per_seed"] == {"0": True, "1": False, "2": True} and (within["holds"], within["n"]) == (2, 3)
+    assert across["per_seed"] == {"0": True, "1": False} and (across["holds"], across["n"]) == (1, 2)  # seed 2 failed: not counted
+
+
+def test_spec_files_validate():
+    for path in sorted((ROOT / "benchmarks" / "sweeps").glob("*.yaml")):
+        spec = load_spec(path)
+        spec.validate()
+        assert spec.claims and len(spec.seeds) >= 5, path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--grid", "no_such.key=1,2"], "sweep setting 'no_such.key=1': no_such: unknown key"),
+    (["--grid", "rounds="], "no values for 'rounds'"),
+    (["--grid", "rounds=1", "--claim", "nosuch:student.final > student.round0"], "unknown setting 'nosuch'"),
+])
+def test_bad_sweep_input_is_one_line_exit_2_before_any_trial(args, message, tmp_path):
+    proc = sweep_cli(*args, "--output-dir", str(tmp_path / "sweep"))
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 2, out
+    assert len(out.strip().splitlines()) == 1 and out.startswith("error: ") and message in out
+    assert not (tmp_path / "sweep").exists()
+
+
+TINY_SWEEP = [o for o in TINY_RUN if o != "progress=false"] + ["rounds=1", "baselines.strong_ceiling=false"]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_sweep_runs_trials_reports_failures_and_resumes_without_redoing(tmp_path, cache_dir):
+    sweep_dir = tmp_path / "sweep"
+    # a hub id that cannot load offline passes validation and fails inside its trials
+    args = ["--grid", "teachers.count=1,2", "--grid", "student.name_or_path=tiny:test-strong,no-such-org/no-such-model",
+            "--seeds", "0-1",
+            "--claim", "student.final > student.round0", "--output-dir", str(sweep_dir), "--max-concurrent", "1",
+            "--name", "tiny", "--publish", str(tmp_path / "published"), f"cache_dir={cache_dir}", *TINY_SWEEP]
+    # interrupt the sweep (Ctrl-C, as a user would) once the first trial has finished
+    proc = sweep_cli(*args, start_new_session=True)
+    runs = sweep_dir / "runs"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not list(runs.glob("*/checkpoints/round_1")):
+        time.sleep(0.5)
+    first_done = {p.parent.parent.name for p in runs.glob("*/checkpoints/round_1")}
+    assert first_done, proc.communicate()[0][-3000:] if proc.poll() is not None else "no trial finished in time"
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=120)
+    stamps = {name: (runs / name / "summary.json").stat().st_mtime_ns for name in first_done}
+    # the same command again: resumes, keeps what finished, records the failing setting, goes on
+    resumed = sweep_cli(*args)
+    out = resumed.communicate(timeout=900)[0]
+    assert resumed.returncode == 0, out[-3000:]
+    results = json.loads((sweep_dir / "results.json").read_text())
+    assert json.loads((tmp_path / "published" / "tiny.json").read_text())["trials"] == results["trials"]
+    by_id = {t["trial_id"]: t for t in results["trials"]}
+    assert len(by_id) == 8
+    for trial_id, trial in by_id.items():
+        if "no-such-model" in trial_id:
+            assert trial["status"] == "failed" and "no-such-org/no-such-model" in trial["error"], trial
+            assert "\n" not in trial["error"]
+        else:
+            assert trial["status"] == "done", trial
+            assert len(trial["per_round"]["student"]) == 2 and "student.final" in trial["metrics"]
+    for name, stamp in stamps.items():  # finished before the interruption: not redone
+        assert (runs / name / "summary.json").stat().st_mtime_ns == stamp
+    (claim,) = results["claims"]  # in the first setting, counted over its finished seeds
+    first = [by_id[f"teachers.count=1_student.name_or_path=tiny_test-strong-seed{s}"]["metrics"] for s in (0, 1)]
+    assert claim["n"] == 2 and claim["holds"] == sum(m["student.final"] > m["student.round0"] for m in first)
+    assert "holds in" in (sweep_dir / "results.md").read_text()
+    assert (sweep_dir / "plots" / "rewards_per_round.png").stat().st_size > 1000
