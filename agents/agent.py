@@ -28,6 +28,7 @@ from agents.config import ModelSpec, SamplingConfig, TrainConfig
 from agents.generation import make_backend
 from agents.templates import apply_template
 from losses import dpo_loss, macpo_loss, token_logps, wspo_loss
+from tasks.errors import BadInput
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ OBJECTIVES = ("sft", "dpo", "macpo", "wspo")
 AGENT_STATE_FILE = "agent_state.json"
 
 
-class AgentError(RuntimeError):
+class AgentError(BadInput, RuntimeError):
     """A problem with an agent's model, adapters or inputs, stated in one line."""
 
 

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from tasks.errors import BadInput
+
 log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -126,7 +128,7 @@ def directory_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-class ShippedBaseError(RuntimeError):
+class ShippedBaseError(BadInput, RuntimeError):
     """A shipped base is missing or its files no longer match the pinned sha256."""
 
 

@@ -50,11 +50,9 @@ def orchestrator_name(run_dir: str) -> str:
 def create_orchestrator(config: RunConfig, resume_dir: str | None = None) -> Any:
     """Start the named Orchestrator actor for `config` and wait until it is up."""
     from orchestrator.actor import Orchestrator
-    from orchestrator.run_dir import default_output_dir
+    from orchestrator.run_dir import ensure_output_dir
 
-    if resume_dir is None and not config.output_dir:
-        config.output_dir = default_output_dir()
-    run_dir = resume_dir or config.output_dir
+    run_dir = resume_dir or ensure_output_dir(config)
     handle = Orchestrator.options(
         name=orchestrator_name(run_dir), namespace=config.ray.namespace, num_cpus=config.resources.orchestrator_cpus,
         max_concurrency=4,  # progress()/summary() answer while a round runs

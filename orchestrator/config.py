@@ -19,13 +19,13 @@ import yaml
 
 from agents.config import ModelSpec, RewardModelSpec, SamplingConfig, TrainConfig
 from tasks.config import TaskConfig
+from tasks.errors import BadInput
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
-ALGORITHMS = ("macpo", "wspo")
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInput, ValueError):
     """A bad configuration value; the message names the key and the value."""
 
 
@@ -341,6 +341,8 @@ def _validate_sampling(cfg: SamplingConfig, key: str) -> None:
 def validate(config: RunConfig) -> None:
     """Raise ConfigError naming the first bad key."""
     from tasks.config import TaskConfigError
+
+    from orchestrator.algorithms import ALGORITHMS
 
     _check(config.algorithm in ALGORITHMS, "algorithm", config.algorithm, f"choose one of {ALGORITHMS}")
     _check(config.rounds >= 0, "rounds", config.rounds, "must be >= 0")

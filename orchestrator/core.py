@@ -1,9 +1,10 @@
-"""The single controller of a run: owns the agent actors, the data splits and the run directory.
+"""The single controller of a run: the run's lifecycle (setup, rounds, checkpoints, resume).
 
 It moves only texts, token ids and floats between agents; models and adapters never leave their
-actors. The algorithms (`orchestrator.macpo`, `orchestrator.wspo`) are written against this class:
-they ask for parallel stages, it runs them, times them, logs them, snapshots the agents after every
-stage that changed them (so a restarted actor resumes exactly there) and checkpoints each round.
+actors. The algorithm (`orchestrator.algorithms`, found by `config.algorithm`) sees this class
+through the narrow `Controller` interface: it asks for parallel stages, and this class runs them,
+times them, logs them, snapshots the agents after every stage that changed them (so a restarted
+actor resumes exactly there), evaluates (`orchestrator.evaluation`) and checkpoints each round.
 `orchestrator.Orchestrator` is this class as a Ray actor.
 """
 from __future__ import annotations
@@ -12,7 +13,6 @@ import copy
 import dataclasses
 import json
 import logging
-import os
 import shutil
 import time
 import uuid
@@ -20,15 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from agents.config import ModelSpec
+from orchestrator import calls
+from orchestrator.algorithms import STUDENT, make_algorithm
+from orchestrator.calls import Call
 from orchestrator.config import RunConfig, config_from_dict, model_spec
-from orchestrator.pool import AgentPool, Call, StageResult
-from orchestrator.run_dir import RunDirectory, default_output_dir, round_line, write_json_atomic
-from tasks import TaskData, load_task, score_responses
+from orchestrator.evaluation import REWARD_MODEL, evaluate
+from orchestrator.plots import plot_rewards
+from orchestrator.pool import AgentPool, StageResult
+from orchestrator.run_dir import RunDirectory, ensure_output_dir, round_line, write_json_atomic
+from tasks import TaskData, load_task
 
 log = logging.getLogger("orchestrator")
-
-STUDENT = "student"
-REWARD_MODEL = "reward_model"  # the judge's actor; not an agent: it never trains and has no adapter
 
 
 class OrchestratorCore:
@@ -41,8 +43,7 @@ class OrchestratorCore:
         if resume_dir:
             self.run_dir = RunDirectory(resume_dir)
         else:
-            self.config.output_dir = self.config.output_dir or default_output_dir()
-            self.run_dir = RunDirectory(self.config.output_dir)
+            self.run_dir = RunDirectory(ensure_output_dir(self.config))
             self.run_dir.write_config(self.config.to_dict())
         self.run_id = f"{Path(self.run_dir.root).name}-{uuid.uuid4().hex[:6]}"
         self.resume_dir = resume_dir
@@ -55,7 +56,7 @@ class OrchestratorCore:
         self.task: TaskData | None = None
         self.teacher_specs: dict[str, ModelSpec] = {}
         self.placement_groups: list = []
-        self.state: dict[str, Any] = {"round": -1, "hard_negatives": {}, "weak_labels": None}
+        self.round_index = -1  # the last finished round (0 = set up)
         self.rounds: list[dict] = []
         self.baselines: dict[str, dict] = {}
         self.current_stage: str | None = None
@@ -63,16 +64,7 @@ class OrchestratorCore:
         self._round_timing: dict[str, Any] = {}
         self.stage_round = 0  # the round the running stages belong to (0 = setup)
         self._setup_done = False
-        self.algorithm = self._make_algorithm()
-
-    def _make_algorithm(self):
-        if self.config.algorithm == "macpo":
-            from orchestrator.macpo import MACPO
-
-            return MACPO(self)
-        from orchestrator.wspo import WSPO
-
-        return WSPO(self)
+        self.algorithm = make_algorithm(self.config.algorithm, self)
 
     # ------------------------------------------------------------ agents
     @property
@@ -86,6 +78,15 @@ class OrchestratorCore:
     @property
     def has_reward_model(self) -> bool:
         return self.config.reward_model.name_or_path is not None
+
+    def teacher_spec(self, name: str) -> ModelSpec:
+        return self.teacher_specs[name]
+
+    def log_event(self, event: str, **fields: Any) -> None:
+        self.run_dir.log(event, **fields)
+
+    def cache_path(self, name: str) -> Path:
+        return self.run_dir.cache_file(name)
 
     def _resources(self, role: str) -> dict:
         res = getattr(self.config.resources, role)
@@ -125,16 +126,16 @@ class OrchestratorCore:
     def _on_progress(self, stage: str, done: int) -> None:
         self.stage_progress["done"] = done
 
-    def stage(self, name: str, calls: dict[str, Call], mutating: bool = False) -> StageResult:
-        """Run one parallel stage, log its timing, snapshot changed agents."""
+    def stage(self, name: str, work: dict[str, Call], mutating: bool = False) -> StageResult:
+        """Run one parallel stage (agent -> Call), log its timing, snapshot changed agents."""
         self.current_stage = name
         count = self.stage_progress["count"] + 1
-        self.stage_progress = {"stage": name, "done": 0, "total": len(calls), "count": count}
-        result = self.pool.stage(name, calls)
+        self.stage_progress = {"stage": name, "done": 0, "total": len(work), "count": count}
+        result = self.pool.stage(name, work)
         if mutating:
-            self._snapshot(list(calls))
+            self._snapshot(list(work))
         slowest = max(result.actor_s.values(), default=0.0)
-        log.info("stage %-22s %6.1fs  (slowest actor %.1fs, %d agents)", name, result.wall_s, slowest, len(calls))
+        log.info("stage %-22s %6.1fs  (slowest actor %.1fs, %d agents)", name, result.wall_s, slowest, len(work))
         metrics = {a: r for a, r in result.results.items() if isinstance(r, dict) and "steps" in r}
         self.run_dir.log("stage", stage=name, round=self.stage_round,
                          wall_s=round(result.wall_s, 4), actor_s={a: round(s, 4) for a, s in result.actor_s.items()},
@@ -150,68 +151,20 @@ class OrchestratorCore:
 
     def _snapshot(self, agents: list[str]) -> None:
         """Save the changed agents so a restarted actor resumes from exactly this point."""
-        live = self.run_dir.root / "checkpoints" / ".live"
-        targets = {a: live / a for a in agents}
+        targets = {a: self.run_dir.live_snapshot(a) for a in agents}
         for path in targets.values():
             if path.exists():
                 shutil.rmtree(path)
-        self.pool.stage("snapshot", {a: Call("save", (str(p),)) for a, p in targets.items()})
+        self.pool.stage("snapshot", {a: calls.save(str(p)) for a, p in targets.items()})
         for agent, path in targets.items():
             self.pool.restore_dirs[agent] = str(path)
 
     # ------------------------------------------------------------ evaluation
-    def eval_examples(self):
-        test = self.task.test
-        return test[: self.config.eval_size] if self.config.eval_size else test
-
     def evaluate(self, agents: list[str] | None = None, extra: dict[str, tuple[str, str]] | None = None) -> dict[str, dict]:
-        """Score agents on the test split.
-
-        The headline `reward` is the rule reward on the synthetic task (greedy answers); else the
-        reward model's mean score over greedy answers when one is configured; else preference
-        accuracy (log-prob of chosen above rejected). A configured reward model also adds
-        `rm_score` on the synthetic task, and real data always gets `preference_accuracy`.
-        `extra` maps a label to (agent, adapter), e.g. a baseline adapter living on the student.
-        """
-        agents = agents if agents is not None else self.agents
-        examples = self.eval_examples()
-        prompts = [ex.prompt for ex in examples]
-        jobs = {a: (a, "default") for a in agents}
+        """Score agents (default: all) and `extra` label -> (agent, adapter) on the test split."""
+        jobs = {a: (a, "default") for a in (agents if agents is not None else self.agents)}
         jobs.update(extra or {})
-        rule = self.task.has_rule_reward
-        out: dict[str, dict] = {label: {} for label in jobs}
-        answers: dict[str, list[str]] = {}
-        for batch in _one_call_per_actor(jobs):
-            if rule or self.has_reward_model:
-                calls = {agent: Call("generate", (prompts, dataclasses.asdict(self.config.eval_sampling)), {"adapter": adapter})
-                         for agent, adapter in batch.values()}
-                result = self.stage("evaluate", calls)
-                for label, (agent, _) in batch.items():
-                    answers[label] = result.results[agent]
-                    if rule:
-                        out[label].update(score_responses(self.task.name, prompts, answers[label]))
-            if not rule:
-                both_prompts = prompts + prompts
-                responses = [ex.chosen for ex in examples] + [ex.rejected for ex in examples]
-                calls = {agent: Call("logprobs", (both_prompts, responses), {"adapter": adapter}) for agent, adapter in batch.values()}
-                result = self.stage("evaluate", calls)
-                n = len(examples)
-                for label, (agent, _) in batch.items():
-                    means = result.results[agent]["mean"]
-                    acc = sum(1 for i in range(n) if means[i] > means[n + i]) / max(n, 1)
-                    out[label].update(reward=acc, preference_accuracy=acc, n=n)
-        if self.has_reward_model:
-            for label, score in self._reward_model_scores(prompts, answers).items():
-                out[label]["rm_score"] = score
-                if not rule:
-                    out[label]["reward"] = score
-        return out
-
-    def _reward_model_scores(self, prompts: list[str], answers: dict[str, list[str]]) -> dict[str, float]:
-        """Mean reward-model score per label, all labels' answers in one call to the judge."""
-        labels = list(answers)
-        scores = self.score_answer_sets("reward_model", REWARD_MODEL, "score", prompts, [answers[l] for l in labels])
-        return {label: sum(values) / max(len(values), 1) for label, values in zip(labels, scores)}
+        return evaluate(self, jobs)
 
     def score_answer_sets(self, stage: str, agent: str, method: str, prompts: list[str],
                           answer_sets: list[list[str]]) -> list[list[float]]:
@@ -219,7 +172,7 @@ class OrchestratorCore:
         perplexity of every teacher's answers); returns one list of floats per set."""
         flat_prompts = [p for _ in answer_sets for p in prompts]
         flat = [r for answers in answer_sets for r in answers]
-        values = self.stage(stage, {agent: Call(method, (flat_prompts, flat))}).results[agent]
+        values = self.stage(stage, {agent: calls.score(method, flat_prompts, flat)}).results[agent]
         n = len(prompts)
         return [values[k * n : (k + 1) * n] for k in range(len(answer_sets))]
 
@@ -234,12 +187,12 @@ class OrchestratorCore:
             start = time.perf_counter()
             self._round_timing = {}
             self.task = load_task(self.config.task, self.config.seed)
-            write_json_atomic(self.run_dir.root / "splits.json", self.task.to_dict())
+            write_json_atomic(self.run_dir.splits_file, self.task.to_dict())
             self.run_dir.log("task", name=self.task.name, d_w=len(self.task.d_w), q_w2s=len(self.task.q_w2s),
                              test=len(self.task.test), stats=self.task.stats)
             self.start_agents(True, [(None, spec) for spec in self.config.teachers.resolved()])
             judge = [REWARD_MODEL] if self.has_reward_model else []
-            self.stage("load_models", {a: Call("info") for a in self.agents + judge})
+            self.stage("load_models", {a: calls.info() for a in self.agents + judge})
             self.algorithm.initialise()
             self._finish_round(0, time.perf_counter() - start)
         self._setup_done = True
@@ -249,7 +202,7 @@ class OrchestratorCore:
         """One round of the algorithm, then evaluation and a checkpoint; returns its record."""
         if not self._setup_done:
             self.setup()
-        index = self.state["round"] + 1
+        index = self.round_index + 1
         self.stage_round = index
         start = time.perf_counter()
         self._round_timing = {}
@@ -269,7 +222,7 @@ class OrchestratorCore:
                        "actor_cpu_s": {a: round(s, 3) for a, s in self._round_timing.get("actor_cpu_s", {}).items()}},
         }
         self.rounds.append(record)
-        self.state["round"] = index
+        self.round_index = index
         self.save()
         self.run_dir.log("round", **record)  # after the checkpoint: a logged round is never redone
         self._write_outputs()
@@ -285,7 +238,7 @@ class OrchestratorCore:
                 s.name_or_path for s in self.teacher_specs.values()}:
             spec.seed = max(s.seed for s in self.teacher_specs.values()) + 1
         (name,) = self.start_agents(False, [(None, spec)])
-        self.stage("load_models", {name: Call("info")})
+        self.stage("load_models", {name: calls.info()})
         self.algorithm.initialise_teacher(name)
         self.run_dir.log("add_teacher", agent=name, spec=dataclasses.asdict(spec))
         log.info("added %s (%s, seed %d)", name, spec.name_or_path, spec.seed)
@@ -293,7 +246,7 @@ class OrchestratorCore:
 
     def run(self) -> dict:
         self.setup()
-        while self.state["round"] < self.algorithm.total_rounds():
+        while self.round_index < self.algorithm.total_rounds():
             self.run_round()
         return self.summary()
 
@@ -301,13 +254,15 @@ class OrchestratorCore:
     def summary(self) -> dict:
         summary = {"algorithm": self.config.algorithm, "agents": self.agents, "rounds": self.rounds,
                    "baselines": dict(self.baselines)}
-        summary.update(self.algorithm.summary_extra())
+        extra = self.algorithm.summary_extra(self.rounds, self.baselines)
+        summary["baselines"].update(extra.pop("baselines", {}))
+        summary.update(extra)
         summary["run_dir"] = str(self.run_dir.root)
         return summary
 
     def progress(self) -> dict:
         """What a client attached with ray.get_actor sees: where the run is now."""
-        return {"round": self.state["round"], "stage": self.current_stage, "agents": self.agents,
+        return {"round": self.round_index, "stage": self.current_stage, "agents": self.agents,
                 "rounds_total": self.algorithm.total_rounds(), "run_dir": str(self.run_dir.root),
                 "stage_progress": dict(self.stage_progress),
                 "last_round": ({"round": self.rounds[-1]["round"], "line": round_line(self.rounds[-1])}
@@ -316,27 +271,26 @@ class OrchestratorCore:
     def _write_outputs(self) -> None:
         summary = self.summary()
         self.run_dir.write_summary(summary)
-        self.run_dir.plot_rewards(summary)
+        plot_rewards(summary, self.run_dir.plots / "rewards.png")
 
     def save(self, path: str | None = None) -> str:
         """Checkpoint every agent's adapters plus the orchestrator state, atomically."""
-        index = self.state["round"]
+        index = self.round_index
         if path is not None:
             target = Path(path)
             target.mkdir(parents=True, exist_ok=True)
-            self.pool.stage("save", {a: Call("save", (str(target / a),)) for a in self.agents})
+            self.pool.stage("save", {a: calls.save(str(target / a)) for a in self.agents})
             write_json_atomic(target / "orchestrator_state.json", self._state_dict())
             return str(target)
         tmp = self.run_dir.new_checkpoint(index)
-        self.pool.stage("save", {a: Call("save", (str(tmp / a),)) for a in self.agents})
+        self.pool.stage("save", {a: calls.save(str(tmp / a)) for a in self.agents})
         final = self.run_dir.commit_checkpoint(tmp, index, self._state_dict())
         for agent in self.agents:
             self.pool.restore_dirs[agent] = str(final / agent)
         return str(final)
 
     def _state_dict(self) -> dict:
-        return {"round": self.state["round"], "hard_negatives": self.state["hard_negatives"],
-                "weak_labels": self.state["weak_labels"], "algorithm_state": self.algorithm.state_dict(),
+        return {"round": self.round_index, "algorithm_state": self.algorithm.state_dict(),
                 "teachers": {n: dataclasses.asdict(s) for n, s in self.teacher_specs.items()},
                 "rounds": self.rounds, "baselines": self.baselines, "failures": self.pool.failures}
 
@@ -345,13 +299,12 @@ class OrchestratorCore:
         if checkpoint is None:
             raise RuntimeError(f"{self.run_dir.root}: no complete checkpoint to resume from")
         state = self.run_dir.read_state(checkpoint)
-        splits = self.run_dir.root / "splits.json"
-        self.task = TaskData.from_dict(json.loads(splits.read_text()))
+        self.task = TaskData.from_dict(json.loads(self.run_dir.splits_file.read_text()))
         self.start_agents(True, [(name, model_spec(spec, f"teachers.{name}")) for name, spec in state["teachers"].items()])
         for agent in self.agents:
             self.pool.restore_dirs[agent] = str(checkpoint / agent)
-        self.stage("restore", {a: Call("load", (str(checkpoint / a),)) for a in self.agents})
-        self.state.update(round=state["round"], hard_negatives=state["hard_negatives"], weak_labels=state["weak_labels"])
+        self.stage("restore", {a: calls.load(str(checkpoint / a)) for a in self.agents})
+        self.round_index = state["round"]
         self.algorithm.load_state_dict(state.get("algorithm_state", {}))
         self.rounds = state["rounds"]
         self.baselines = state["baselines"]
@@ -369,17 +322,3 @@ class OrchestratorCore:
             except Exception:  # noqa: BLE001 - already gone with the cluster
                 pass
         self.placement_groups.clear()
-
-
-def _one_call_per_actor(jobs: dict[str, tuple[str, str]]) -> list[dict[str, tuple[str, str]]]:
-    """Split label -> (agent, adapter) jobs into stages with at most one job per actor each
-    (a stage sends one call per actor; baselines on the student's actor go in a later stage)."""
-    stages: list[dict[str, tuple[str, str]]] = []
-    for label, (agent, adapter) in jobs.items():
-        for stage in stages:
-            if agent not in {a for a, _ in stage.values()}:
-                stage[label] = (agent, adapter)
-                break
-        else:
-            stages.append({label: (agent, adapter)})
-    return stages

@@ -12,6 +12,7 @@ import os
 import sys
 
 from orchestrator.config import ConfigError, config_from_dict, load_config
+from tasks.errors import BadInput
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -48,16 +49,24 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def causes(exc: BaseException) -> list[BaseException]:
+    """The error and its causes, outermost first (Ray wraps actor errors in RayTaskError)."""
+    chain = [exc]
+    while True:
+        inner = getattr(chain[-1], "cause", None) or chain[-1].__cause__
+        if inner is None or any(inner is c for c in chain):
+            return chain
+        chain.append(inner)
+
+
+def is_bad_input(exc: BaseException) -> bool:
+    """Bad input is an error type, not a message: any `BadInput` in the chain of causes."""
+    return any(isinstance(c, BadInput) for c in causes(exc))
+
+
 def one_line(exc: BaseException) -> str:
-    """The innermost cause of an error as one line (Ray wraps actor errors in RayTaskError)."""
-    cause = exc
-    seen = set()
-    while id(cause) not in seen:
-        seen.add(id(cause))
-        inner = getattr(cause, "cause", None) or cause.__cause__
-        if inner is None:
-            break
-        cause = inner
+    """The innermost cause of an error as one line."""
+    cause = causes(exc)[-1]
     text = str(cause).strip().splitlines()
     message = next((line for line in reversed(text) if line.strip() and not line.startswith(" ")), type(cause).__name__)
     return f"{type(cause).__name__}: {message}"
@@ -76,17 +85,16 @@ def main(argv: list[str] | None = None) -> int:
             if args.overrides:
                 raise ConfigError("--resume takes no overrides: the run's own config.yaml is used")
         else:
-            from orchestrator.run_dir import default_output_dir
+            from orchestrator.run_dir import ensure_output_dir
 
             config = load_config(args.config, args.overrides)
-            config.output_dir = config.output_dir or default_output_dir()
+            ensure_output_dir(config)
         if args.quiet:
             config.progress = False
     except (ConfigError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     from orchestrator.api import run
-    from tasks import TaskConfigError, TaskDataError
 
     try:
         summary = run(config, resume_dir=args.resume, sigterm_as_interrupt=True)
@@ -95,10 +103,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - one clear line, never a traceback wall
-        line = one_line(exc)
-        bad_input = any(name in line for name in (TaskConfigError.__name__, TaskDataError.__name__, "AgentError", "ConfigError"))
-        print(f"error: {line}", file=sys.stderr)
-        return EXIT_BAD_INPUT if bad_input else EXIT_FAILED
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT if is_bad_input(exc) else EXIT_FAILED
     print()
     print(format_table(summary))
     print(f"\nrun directory: {summary['run_dir']}  ({summary.get('total_wall_s', 0):.0f}s)")

@@ -13,8 +13,10 @@ import ray
 from ray.util.placement_group import get_current_placement_group, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from tasks.errors import BadInput
 
-class PlacementError(RuntimeError):
+
+class PlacementError(BadInput, RuntimeError):
     """The cluster cannot fit the requested agents."""
 
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from agents.actor import AgentActor
+from orchestrator.calls import Call
+from tasks.errors import BadInput
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +30,8 @@ class StageError(RuntimeError):
     """A stage could not complete; the message names the stage and the agent."""
 
 
-@dataclass
-class Call:
-    method: str
-    args: tuple = ()
-    kwargs: dict | None = None
+class AgentStartError(StageError, BadInput):
+    """An agent's actor could not even start (its model or spec is wrong): restarting cannot help."""
 
 
 @dataclass
@@ -81,7 +80,7 @@ class AgentPool:
                        max_restarts=0, max_concurrency=1)
         if resources.get("scheduling_strategy") is not None:
             options["scheduling_strategy"] = resources["scheduling_strategy"]
-        return actor_class.options(**options).remote(name, asdict(spec), self.cache_dir, self.torch_threads, self.seed)
+        return actor_class.options(**options).remote(name, spec, self.cache_dir, self.torch_threads, self.seed)
 
     def names(self) -> list[str]:
         return list(self.handles)
@@ -153,7 +152,7 @@ class AgentPool:
                     value, seconds, cpu_seconds = ray.get(ref, timeout=60)
                 except RayActorError as exc:
                     if exc.actor_init_failed:  # its constructor raised (a bad model path...): a restart would too
-                        raise StageError(f"stage {stage}: agent {agent} could not start: {init_error_line(exc)}") from None
+                        raise AgentStartError(f"stage {stage}: agent {agent} could not start: {init_error_line(exc)}") from None
                     self._recover(agent, stage, exc)
                     submit(agent)
                     continue

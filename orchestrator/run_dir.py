@@ -1,7 +1,8 @@
 """The run directory: resolved config, event log, summary, atomic checkpoints and plots.
 
-Layout (contract, DESIGN.md): config.yaml, metrics.jsonl, summary.json, checkpoints/round_<N>/,
-plots/rewards.png. Everything that may be read back on resume is JSON or safetensors, written to a
+Layout (a contract users rely on): config.yaml, metrics.jsonl, summary.json, splits.json,
+checkpoints/round_<N>/ (and checkpoints/.live/ snapshots), cache/, plots/rewards.png. This class is the
+one owner of those paths. Everything that may be read back on resume is JSON or safetensors, written to a
 temporary name first and renamed, so a crash never leaves a half-written file that looks complete.
 """
 from __future__ import annotations
@@ -25,6 +26,14 @@ def default_output_dir() -> str:
     return os.path.join("runs", datetime.now().strftime("%Y%m%d-%H%M%S"))
 
 
+def ensure_output_dir(config) -> str:
+    """The run's output_dir, set to `runs/<timestamp>` when the config leaves it empty: the one
+    place that default is applied (the CLI, the API and the controller all ask here)."""
+    if not config.output_dir:
+        config.output_dir = default_output_dir()
+    return config.output_dir
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -41,6 +50,16 @@ class RunDirectory:
         self.root.mkdir(parents=True, exist_ok=True)
         self.checkpoints = self.root / "checkpoints"
         self.plots = self.root / "plots"
+        self.splits_file = self.root / "splits.json"  # the run's data splits, read back on resume
+        self.live = self.checkpoints / ".live"  # per-agent snapshots after every mutating stage
+
+    def live_snapshot(self, agent: str) -> Path:
+        """Where `agent` is saved after each stage that changed it (a restarted actor loads it)."""
+        return self.live / agent
+
+    def cache_file(self, name: str) -> Path:
+        """A file of derived data an algorithm may cache (e.g. WSPO's weak log-probs)."""
+        return self.root / "cache" / name
 
     # ----------------------------------------------------------- files
     def write_config(self, config: dict) -> None:
@@ -88,43 +107,6 @@ class RunDirectory:
     @staticmethod
     def read_state(checkpoint: Path) -> dict:
         return json.loads((checkpoint / STATE_FILE).read_text())
-
-    # ----------------------------------------------------------- plots
-    def plot_rewards(self, summary: dict) -> Path | None:
-        """PNG of the headline reward per round for every agent (and baselines as lines)."""
-        rounds = summary.get("rounds", [])
-        if not rounds:
-            return None
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        self.plots.mkdir(parents=True, exist_ok=True)
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for agent in summary.get("agents", []):
-            points = [(r["round"], r["eval"][agent]["reward"]) for r in rounds if agent in r.get("eval", {})]
-            if points:
-                xs, ys = zip(*points)
-                style = dict(linewidth=2.5, marker="o") if agent == "student" else dict(linewidth=1.2, marker=".", alpha=0.8)
-                ax.plot(xs, ys, label=agent, **style)
-        for name, metrics in summary.get("baselines", {}).items():
-            if isinstance(metrics, dict) and "reward" in metrics:
-                ax.axhline(metrics["reward"], linestyle="--", linewidth=1, color="gray")
-                ax.annotate(name, (rounds[0]["round"], metrics["reward"]), fontsize=7, color="gray",
-                            xytext=(2, 2), textcoords="offset points")
-        ax.set_xlabel("round")
-        ax.set_ylabel("reward (test split)")
-        ax.set_title(f"{summary.get('algorithm', '').upper()}: reward per round")
-        ax.set_xticks([r["round"] for r in rounds])
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
-        fig.tight_layout()
-        path = self.plots / "rewards.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        return path
-
 
 def round_line(record: dict) -> str:
     """`round 1 done in 12.3s: student=0.975  teacher_0=0.864` - one finished round in one line."""

@@ -85,7 +85,7 @@ def run_trial(params: dict, spec: dict, sweep_dir: str, cwd: str) -> None:
     try:
         core.setup()
         tune.report(_round_report(core.rounds[-1]))
-        while core.state["round"] < core.algorithm.total_rounds():
+        while core.round_index < core.algorithm.total_rounds():
             tune.report(_round_report(core.run_round()))
     finally:
         core.shutdown()

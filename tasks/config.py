@@ -10,17 +10,19 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from tasks.errors import BadInput
+
 TASK_NAMES = ("synthetic", "hh_rlhf", "pku_saferlhf", "trl")
 SYNTHETIC_OPS = ("reverse", "sort", "count")
 LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
 _LOWERCASE = set("abcdefghijklmnopqrstuvwxyz")
 
 
-class TaskConfigError(ValueError):
+class TaskConfigError(BadInput, ValueError):
     """A bad task setting; the message names the key and the value."""
 
 
-class TaskDataError(ValueError):
+class TaskDataError(BadInput, ValueError):
     """A bad data file or row; the message names the file (or hub id) and the line or row."""
 
 

@@ -5,79 +5,74 @@ SFT'd on negative data); the student is SFT'd on weak labels (per Q_w2s prompt, 
 with the lowest perplexity under the student); each negative agent generates its hard negatives once.
 Round t: every agent answers Q_w2s; the student learns y+ = best teacher answer vs its hard negative;
 teacher k learns y+ = the student's answer vs its own hard negative; all train in parallel.
+How each pair is built (and the ablations) is `orchestrator.pairs`.
 """
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from typing import TYPE_CHECKING
 
+from orchestrator import calls
+from orchestrator.algorithms.base import STUDENT, Algorithm, register
 from orchestrator.pairs import lowest_perplexity, student_pairs, teacher_pairs
-from orchestrator.pool import Call
-
-if TYPE_CHECKING:
-    from orchestrator.core import OrchestratorCore
-
-STUDENT = "student"
 
 
 def _sft(prompts, responses) -> list[dict]:
     return [{"prompt": p, "response": r} for p, r in zip(prompts, responses) if r.strip()]
 
 
-class MACPO:
-    def __init__(self, core: "OrchestratorCore"):
-        self.core = core
-        self.config = core.config
+@register
+class MACPO(Algorithm):
+    name = "macpo"
+
+    def __init__(self, controller):
+        super().__init__(controller)
+        self.hard_negatives: dict[str, list[str]] = {}  # agent -> its negative agent's answers to Q_w2s
+        self.weak_labels: list[str] | None = None
 
     def total_rounds(self) -> int:
         return self.config.rounds
 
-    def _sampling(self, salt: int) -> dict:
-        sampling = dataclasses.asdict(self.config.sampling)
-        sampling["seed"] = self.config.seed * 100003 + salt
-        return sampling
+    def _sampling(self, salt: int):
+        """The run's sampling config with a seed of its own per use (weak labels, negatives, round t)."""
+        return dataclasses.replace(self.config.sampling, seed=self.config.seed * 100003 + salt)
 
-    def _train(self, key: str) -> dict:
-        return dataclasses.asdict(getattr(self.config.train, key))
+    def _train(self, key: str):
+        return getattr(self.config.train, key)
 
     # ------------------------------------------------------------ initialisation
     def initialise(self) -> None:
-        core, task = self.core, self.core.task
-        teachers = core.teachers
+        ctl, task = self.ctl, self.ctl.task
+        teachers = ctl.teachers
         self._initialise_teachers(teachers)
         prompts = task.q_w2s
-        weak = core.stage("teacher_weak_labels",
-                          {t: Call("generate", (prompts, self._sampling(1))) for t in teachers}).results
+        weak = ctl.stage("teacher_weak_labels", {t: calls.generate(prompts, self._sampling(1)) for t in teachers}).results
         labels, sources = self._select(prompts, [weak[t] for t in teachers], "select_weak_labels")
-        core.state["weak_labels"] = labels
-        core.run_dir.log("weak_labels", selected_from={teachers[k]: n for k, n in Counter(sources).items()})
+        self.weak_labels = labels
+        ctl.log_event("weak_labels", selected_from={teachers[k]: n for k, n in Counter(sources).items()})
         if self.config.baselines.strong_ceiling:
-            gold = self._ceiling_examples()
-            core.stage("student_ceiling_sft", {STUDENT: Call("train", (gold, "sft", self._train("student_sft")),
-                                                              {"adapter": "ceiling", "init_from": "default"})}, mutating=True)
-        core.stage("student_sft", {STUDENT: Call("train", (_sft(prompts, labels), "sft", self._train("student_sft")))},
-                   mutating=True)
+            ctl.stage("student_ceiling_sft", {STUDENT: calls.train(self._ceiling_examples(), "sft", self._train("student_sft"),
+                                                                   adapter="ceiling", init_from="default")}, mutating=True)
+        ctl.stage("student_sft", {STUDENT: calls.train(_sft(prompts, labels), "sft", self._train("student_sft"))}, mutating=True)
         # the student's negative agent learns from the teachers' negative agents (one per prompt, round robin)
-        negatives = [core.state["hard_negatives"][teachers[i % len(teachers)]][i] for i in range(len(prompts))]
-        core.stage("student_negative_sft", {STUDENT: Call("train", (_sft(prompts, negatives), "sft", self._train("negative_sft")),
-                                                           {"adapter": "negative", "init_from": "default"})}, mutating=True)
-        hard = core.stage("student_hard_negatives",
-                          {STUDENT: Call("generate", (prompts, self._sampling(2)), {"adapter": "negative"})}).results
-        core.state["hard_negatives"][STUDENT] = hard[STUDENT]
+        negatives = [self.hard_negatives[teachers[i % len(teachers)]][i] for i in range(len(prompts))]
+        ctl.stage("student_negative_sft", {STUDENT: calls.train(_sft(prompts, negatives), "sft", self._train("negative_sft"),
+                                                                adapter="negative", init_from="default")}, mutating=True)
+        hard = ctl.stage("student_hard_negatives",
+                         {STUDENT: calls.generate(prompts, self._sampling(2), adapter="negative")}).results
+        self.hard_negatives[STUDENT] = hard[STUDENT]
 
     def _initialise_teachers(self, teachers: list[str]) -> None:
-        core, d_w = self.core, self.core.task.d_w
+        ctl, d_w = self.ctl, self.ctl.task.d_w
         chosen = [{"prompt": ex.prompt, "response": ex.chosen} for ex in d_w]
         rejected = [{"prompt": ex.prompt, "response": ex.rejected} for ex in d_w]
-        core.stage("teacher_sft", {t: Call("train", (chosen, "sft", self._train("teacher_sft"))) for t in teachers},
-                   mutating=True)
-        core.stage("teacher_negative_sft",
-                   {t: Call("train", (rejected, "sft", self._train("negative_sft")), {"adapter": "negative", "init_from": "default"})
-                    for t in teachers}, mutating=True)
-        hard = core.stage("teacher_hard_negatives",
-                          {t: Call("generate", (core.task.q_w2s, self._sampling(3)), {"adapter": "negative"}) for t in teachers})
-        core.state["hard_negatives"].update(hard.results)
+        ctl.stage("teacher_sft", {t: calls.train(chosen, "sft", self._train("teacher_sft")) for t in teachers}, mutating=True)
+        ctl.stage("teacher_negative_sft",
+                  {t: calls.train(rejected, "sft", self._train("negative_sft"), adapter="negative", init_from="default")
+                   for t in teachers}, mutating=True)
+        hard = ctl.stage("teacher_hard_negatives",
+                         {t: calls.generate(ctl.task.q_w2s, self._sampling(3), adapter="negative") for t in teachers})
+        self.hard_negatives.update(hard.results)
 
     def initialise_teacher(self, name: str) -> None:
         """A teacher added at run time gets the same initialisation as the first ones."""
@@ -85,7 +80,7 @@ class MACPO:
 
     def _ceiling_examples(self) -> list[dict]:
         """Strong ceiling: the student on gold labels (synthetic: Q_w2s answers; real data: D_w chosen)."""
-        task = self.core.task
+        task = self.ctl.task
         if task.has_rule_reward:
             from tasks import gold_responses
 
@@ -94,19 +89,19 @@ class MACPO:
 
     def _select(self, prompts: list[str], candidates: list[list[str]], stage: str) -> tuple[list[str], list[int]]:
         """Mutual positive augmentation: the candidate with the lowest perplexity under the student."""
-        return lowest_perplexity(candidates, self.core.score_answer_sets(stage, STUDENT, "perplexity", prompts, candidates))
+        return lowest_perplexity(candidates, self.ctl.score_answer_sets(stage, STUDENT, "perplexity", prompts, candidates))
 
     # ------------------------------------------------------------ rounds
     def round(self, index: int) -> None:
-        core, ablation = self.core, self.config.ablation
-        prompts = core.task.q_w2s
-        teachers = core.teachers
-        learners = core.agents if ablation.teachers_learn else [STUDENT]
-        gens = core.stage("generate", {a: Call("generate", (prompts, self._sampling(1000 + index))) for a in core.agents}).results
-        hard = core.state["hard_negatives"]
+        ctl, ablation = self.ctl, self.config.ablation
+        prompts = ctl.task.q_w2s
+        teachers = ctl.teachers
+        learners = ctl.agents if ablation.teachers_learn else [STUDENT]
+        gens = ctl.stage("generate", {a: calls.generate(prompts, self._sampling(1000 + index)) for a in ctl.agents}).results
+        hard = self.hard_negatives
         if ablation.mutual_positives:
             best, sources = self._select(prompts, [gens[t] for t in teachers], "select_positives")
-            core.run_dir.log("positives", round=index, selected_from={teachers[k]: n for k, n in Counter(sources).items()})
+            ctl.log_event("positives", round=index, selected_from={teachers[k]: n for k, n in Counter(sources).items()})
         else:
             best = gens[STUDENT]
         pair_sets = {STUDENT: student_pairs(prompts, gens[STUDENT], hard[STUDENT], best,
@@ -115,16 +110,16 @@ class MACPO:
             if t in learners:
                 pair_sets[t] = teacher_pairs(prompts, gens[t], hard[t], gens[STUDENT],
                                              ablation.mutual_positives, ablation.hard_negatives)
-        core.run_dir.log("pairs", round=index, **{a: p.stats() for a, p in pair_sets.items()})
-        calls = {}
+        ctl.log_event("pairs", round=index, **{a: p.stats() for a, p in pair_sets.items()})
+        train_calls = {}
         for agent, pair_set in pair_sets.items():
             if not pair_set.pairs:
-                core.run_dir.log("skip_training", round=index, agent=agent, reason="no usable pairs", **pair_set.stats())
+                ctl.log_event("skip_training", round=index, agent=agent, reason="no usable pairs", **pair_set.stats())
                 continue
             key = "student_macpo" if agent == STUDENT else "teacher_macpo"
-            calls[agent] = Call("train", (pair_set.pairs, "macpo", self._train(key)))
-        if calls:
-            core.stage("train", calls, mutating=True)
+            train_calls[agent] = calls.train(pair_set.pairs, "macpo", self._train(key))
+        if train_calls:
+            ctl.stage("train", train_calls, mutating=True)
 
     # ------------------------------------------------------------ reporting
     def eval_extra(self, index: int) -> dict[str, tuple[str, str]]:
@@ -132,14 +127,13 @@ class MACPO:
             return {"student_sft_gold": (STUDENT, "ceiling")}
         return {}
 
-    def summary_extra(self) -> dict:
-        rounds = self.core.rounds
+    def summary_extra(self, rounds: list[dict], baselines: dict[str, dict]) -> dict:
+        """The student on weak labels (round 0) as a baseline, and PGR = (student - best teacher) /
+        (ceiling - best teacher) at round 0 and at the end."""
         if not rounds:
             return {}
-        baselines = self.core.baselines
         first, last = rounds[0]["eval"], rounds[-1]["eval"]
-        baselines["student_sft_weak_labels"] = dict(first.get(STUDENT, {}))
-        out: dict = {}
+        out: dict = {"baselines": {"student_sft_weak_labels": dict(first.get(STUDENT, {}))}}
         teachers0 = [m["reward"] for a, m in first.items() if a != STUDENT]
         ceiling = baselines.get("student_sft_gold", {}).get("reward")
         if teachers0 and ceiling is not None:
@@ -155,7 +149,8 @@ class MACPO:
         return out
 
     def state_dict(self) -> dict:
-        return {}
+        return {"hard_negatives": self.hard_negatives, "weak_labels": self.weak_labels}
 
     def load_state_dict(self, state: dict) -> None:
-        pass
+        self.hard_negatives = dict(state.get("hard_negatives", {}))
+        self.weak_labels = state.get("weak_labels")

@@ -15,27 +15,26 @@ import dataclasses
 import hashlib
 import json
 import logging
-from typing import TYPE_CHECKING
 
-from orchestrator.pool import Call
+from orchestrator import calls
+from orchestrator.algorithms.base import STUDENT, Algorithm, register
 from orchestrator.run_dir import write_json_atomic
-
-if TYPE_CHECKING:
-    from orchestrator.core import OrchestratorCore
+from tasks.errors import BadInput
 
 log = logging.getLogger("orchestrator")
-STUDENT = "student"
-CACHE_FILE = "cache/wspo_weak_logps.json"
+CACHE_NAME = "wspo_weak_logps.json"
 
 
-class TokenizerMismatch(RuntimeError):
+class TokenizerMismatch(BadInput):
     """Weak and strong models tokenize differently, so their per-token log-probs cannot be aligned."""
 
 
-class WSPO:
-    def __init__(self, core: "OrchestratorCore"):
-        self.core = core
-        self.config = core.config
+@register
+class WSPO(Algorithm):
+    name = "wspo"
+
+    def __init__(self, controller):
+        super().__init__(controller)
         self.weak_cache_hits = 0
 
     def total_rounds(self) -> int:
@@ -43,87 +42,88 @@ class WSPO:
 
     @property
     def weak(self) -> str:
-        return self.core.teachers[0]
+        return self.ctl.teachers[0]
 
-    def _train(self, key: str) -> dict:
-        return dataclasses.asdict(getattr(self.config.train, key))
+    def _train(self, key: str):
+        return getattr(self.config.train, key)
 
     def _examples(self) -> list[dict]:
-        return [{"prompt": ex.prompt, "response": ex.chosen} for ex in self.core.task.d_w]
+        return [{"prompt": ex.prompt, "response": ex.chosen} for ex in self.ctl.task.d_w]
+
+    def _pairs(self) -> list[dict]:
+        return [{"prompt": ex.prompt, "chosen": ex.chosen, "rejected": ex.rejected} for ex in self.ctl.task.d_w]
 
     def initialise(self) -> None:
-        core = self.core
-        if len(core.teachers) > 1:
+        ctl = self.ctl
+        if len(ctl.teachers) > 1:
             log.warning("WSPO uses one weak model; teachers beyond %s are evaluated but not used", self.weak)
         self.check_tokenizers()
-        pairs = [{"prompt": ex.prompt, "chosen": ex.chosen, "rejected": ex.rejected} for ex in core.task.d_w]
-        core.stage("weak_sft", {self.weak: Call("train", (self._examples(), "sft", self._train("teacher_sft")))}, mutating=True)
-        core.stage("weak_dpo", {self.weak: Call("train", (pairs, "dpo", self._train("weak_dpo")),
-                                                {"adapter": "aligned", "init_from": "default"})}, mutating=True)
+        ctl.stage("weak_sft", {self.weak: calls.train(self._examples(), "sft", self._train("teacher_sft"))}, mutating=True)
+        ctl.stage("weak_dpo", {self.weak: calls.train(self._pairs(), "dpo", self._train("weak_dpo"),
+                                                      adapter="aligned", init_from="default")}, mutating=True)
 
     def initialise_teacher(self, name: str) -> None:
         raise RuntimeError("WSPO has one weak model; add_teacher applies to MACPO runs")
 
     def check_tokenizers(self) -> None:
         """Same text must give the same token ids on both sides, or the shift cannot be transferred."""
-        probe = [ex.prompt + ex.chosen for ex in self.core.task.d_w[:16]]
-        ids = self.core.stage("tokenizer_check", {a: Call("token_ids", (probe,)) for a in (STUDENT, self.weak)}).results
+        probe = [ex.prompt + ex.chosen for ex in self.ctl.task.d_w[:16]]
+        ids = self.ctl.stage("tokenizer_check", {a: calls.token_ids(probe) for a in (STUDENT, self.weak)}).results
         if ids[STUDENT] != ids[self.weak]:
             raise TokenizerMismatch(
-                f"WSPO needs weak and strong models with the same tokenizer: {self.core.teacher_specs[self.weak].name_or_path} "
+                f"WSPO needs weak and strong models with the same tokenizer: {self.ctl.teacher_spec(self.weak).name_or_path} "
                 f"and {self.config.student.name_or_path} tokenize the training text differently"
             )
 
     def weak_logps(self) -> tuple[list[list[float]], list[list[float]]]:
         """Per-token log-probs under weak aligned and weak reference, from the run's cache if present."""
-        core = self.core
+        ctl = self.ctl
         examples = self._examples()
         reference_adapter = None if self.config.wspo.weak_reference == "base" else "default"
-        key = hashlib.sha256(json.dumps([examples, core.teacher_specs[self.weak].name_or_path, reference_adapter,
-                                         self._train("teacher_sft"), self._train("weak_dpo")], sort_keys=True).encode()).hexdigest()
-        path = core.run_dir.root / CACHE_FILE
+        key = hashlib.sha256(json.dumps([examples, ctl.teacher_spec(self.weak).name_or_path, reference_adapter,
+                                         dataclasses.asdict(self._train("teacher_sft")), dataclasses.asdict(self._train("weak_dpo"))],
+                                        sort_keys=True).encode()).hexdigest()
+        path = ctl.cache_path(CACHE_NAME)
         if path.is_file():
             cached = json.loads(path.read_text())
             if cached.get("key") == key:
                 self.weak_cache_hits += 1
-                core.run_dir.log("wspo_cache", hit=True, path=str(path))
+                ctl.log_event("wspo_cache", hit=True, path=str(path))
                 return cached["aligned"], cached["reference"]
         prompts = [e["prompt"] for e in examples]
         responses = [e["response"] for e in examples]
-        aligned = core.stage("weak_logps_aligned", {self.weak: Call("token_logprobs", (prompts, responses), {"adapter": "aligned"})})
-        reference = core.stage("weak_logps_reference", {self.weak: Call("token_logprobs", (prompts, responses), {"adapter": reference_adapter})})
+        aligned = ctl.stage("weak_logps_aligned", {self.weak: calls.score("token_logprobs", prompts, responses, adapter="aligned")})
+        reference = ctl.stage("weak_logps_reference",
+                              {self.weak: calls.score("token_logprobs", prompts, responses, adapter=reference_adapter)})
         write_json_atomic(path, {"key": key, "aligned": aligned.results[self.weak], "reference": reference.results[self.weak]})
-        core.run_dir.log("wspo_cache", hit=False, path=str(path))
+        ctl.log_event("wspo_cache", hit=False, path=str(path))
         return aligned.results[self.weak], reference.results[self.weak]
 
     def round(self, index: int) -> None:
-        core = self.core
+        ctl = self.ctl
         examples = self._examples()
         aligned, reference = self.weak_logps()
         wspo_examples = [dict(ex, weak_aligned_logps=a, weak_ref_logps=r) for ex, a, r in zip(examples, aligned, reference)]
-        pairs = [{"prompt": ex.prompt, "chosen": ex.chosen, "rejected": ex.rejected} for ex in core.task.d_w]
         budget = self._train("wspo")
-        core.stage("student_sft_baseline", {STUDENT: Call("train", (examples, "sft", budget),
-                                                           {"adapter": "sft_baseline", "init_from": "default"})}, mutating=True)
-        core.stage("student_dpo_baseline", {STUDENT: Call("train", (pairs, "dpo", self._train("student_dpo")),
-                                                           {"adapter": "dpo_baseline", "init_from": "default"})}, mutating=True)
-        core.stage("student_wspo", {STUDENT: Call("train", (wspo_examples, "wspo", budget))}, mutating=True)
+        ctl.stage("student_sft_baseline", {STUDENT: calls.train(examples, "sft", budget, adapter="sft_baseline",
+                                                                init_from="default")}, mutating=True)
+        ctl.stage("student_dpo_baseline", {STUDENT: calls.train(self._pairs(), "dpo", self._train("student_dpo"),
+                                                                adapter="dpo_baseline", init_from="default")}, mutating=True)
+        ctl.stage("student_wspo", {STUDENT: calls.train(wspo_examples, "wspo", budget)}, mutating=True)
 
     def eval_extra(self, index: int) -> dict[str, tuple[str, str]]:
         if index == 0:
             return {"weak_aligned": (self.weak, "aligned")}
         return {"student_sft": (STUDENT, "sft_baseline"), "student_dpo": (STUDENT, "dpo_baseline")}
 
-    def summary_extra(self) -> dict:
-        rounds = self.core.rounds
+    def summary_extra(self, rounds: list[dict], baselines: dict[str, dict]) -> dict:
+        """The student after WSPO beside its baselines and the weak aligned model (headline rewards)."""
         if len(rounds) < 2:
             return {}
-        base = self.core.baselines
-        student = rounds[-1]["eval"][STUDENT]["reward"]
-        out = {"wspo": {"student_wspo": student}}
+        out = {"wspo": {"student_wspo": rounds[-1]["eval"][STUDENT]["reward"]}}
         for name in ("student_sft", "student_dpo", "weak_aligned"):
-            if name in base:
-                out["wspo"][name] = base[name]["reward"]
+            if name in baselines:
+                out["wspo"][name] = baselines[name]["reward"]
         return out
 
     def state_dict(self) -> dict:
