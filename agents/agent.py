@@ -24,20 +24,16 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from agents.config import ModelSpec, SamplingConfig, TrainConfig
+from agents.config import REFERENCES, ModelSpec, SamplingConfig, TrainConfig
 from agents.generation import make_backend
 from agents.templates import apply_template
-from losses import dpo_loss, macpo_loss, token_logps, wspo_loss
-from tasks.errors import BadInput
+from agents.errors import AgentError
+from agents.objectives import Objective, get_objective
+from losses import token_logps
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("sft", "dpo", "macpo", "wspo")
 AGENT_STATE_FILE = "agent_state.json"
-
-
-class AgentError(BadInput, RuntimeError):
-    """A problem with an agent's model, adapters or inputs, stated in one line."""
 
 
 def coerce(cls, value):
@@ -211,8 +207,9 @@ class Agent:
             r = r[: limit - len(p)]
         return p, r
 
-    def _response_token_logps(self, encoded: Sequence[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-token log-probs of the response tokens, left-aligned: ([B, R], mask [B, R])."""
+    def _response_logits(self, encoded: Sequence[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits predicting each response token, the tokens and their mask, left-aligned:
+        ([B, R, V], [B, R], [B, R]); prompt and padding positions are cut away."""
         pad = self.tokenizer.pad_token_id
         width = max(len(p) + len(r) for p, r in encoded)
         resp_width = max(len(r) for _, r in encoded)
@@ -229,7 +226,11 @@ class Agent:
         logits = self.model(input_ids=ids, attention_mask=attn).logits
         # response token at position k is predicted by the logits at k - 1
         pred = logits.gather(1, (pos - 1).clamp(min=0).unsqueeze(-1).expand(-1, -1, logits.size(-1)))
-        labels = ids.gather(1, pos)
+        return pred, ids.gather(1, pos), mask
+
+    def _response_token_logps(self, encoded: Sequence[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probs of the response tokens, left-aligned: ([B, R], mask [B, R])."""
+        pred, labels, mask = self._response_logits(encoded)
         return token_logps(pred, labels) * mask, mask
 
     def _batched(self, items: Sequence[Any], batch_size: int) -> Iterable[list[int]]:
@@ -301,17 +302,16 @@ class Agent:
         from transformers import get_cosine_schedule_with_warmup
 
         cfg = coerce(TrainConfig, config)
-        if objective not in OBJECTIVES:
-            raise AgentError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
+        spec = get_objective(objective)
         if not examples:
             raise AgentError(f"{self.name}: no training examples for {objective} on adapter {adapter!r}")
-        if cfg.reference not in ("base", "round_start"):
-            raise AgentError(f"train.reference={cfg.reference!r}: choose base or round_start")
+        if cfg.reference not in REFERENCES:
+            raise AgentError(f"train.reference={cfg.reference!r}: choose one of {REFERENCES}")
         if init_from is not None:
             self.copy_adapter(init_from, adapter)
         self._check_adapter(adapter)
         start = time.perf_counter()
-        batches = self._prepare(examples, objective, cfg, adapter)
+        batches = self._prepare(examples, spec, cfg, adapter)
         self._train_calls[adapter] = self._train_calls.get(adapter, 0) + 1
         rng = random.Random(derive_seed(self.seed, self.name, adapter, self._train_calls[adapter]))
         steps_per_epoch = math.ceil(len(batches) / cfg.grad_accum)
@@ -338,7 +338,7 @@ class Agent:
                     for k, b in enumerate(order):
                         if step >= total_steps:
                             break
-                        loss, batch_metrics, n_tok = self._loss(batches[b], objective, cfg)
+                        loss, batch_metrics, n_tok = spec.loss(self, batches[b], cfg)
                         if not torch.isfinite(loss):
                             nan_batches += 1  # documented recovery: skip the batch, count it
                             continue
@@ -366,89 +366,19 @@ class Agent:
                    tokens_per_s=tokens / seconds if seconds > 0 else 0.0)
         return out
 
-    def _prepare(self, examples: Sequence[dict], objective: str, cfg: TrainConfig, adapter: str) -> list[list[dict]]:
-        """Tokenize, attach reference log-probs (computed once, before any update) and batch."""
-        items: list[dict] = []
+    def _prepare(self, examples: Sequence[dict], objective: Objective, cfg: TrainConfig, adapter: str) -> list[list[dict]]:
+        """Tokenize, batch and attach reference log-probs (computed once, before any update, with the
+        adapter disabled or, with `reference: round_start`, the adapter as this call found it)."""
         try:
-            for ex in examples:
-                if objective in ("sft", "wspo"):
-                    item = {"seq": self._encode(ex["prompt"], ex["response"])}
-                    if objective == "wspo":
-                        n = len(item["seq"][1])
-                        item["weak_aligned"] = list(ex["weak_aligned_logps"])[:n]
-                        item["weak_ref"] = list(ex["weak_ref_logps"])[:n]
-                        if len(item["weak_aligned"]) != n or len(item["weak_ref"]) != n:
-                            raise AgentError(
-                                f"{self.name}: weak log-probs cover {len(item['weak_aligned'])} tokens but the "
-                                f"response has {n}; weak and strong tokenizers must match"
-                            )
-                else:
-                    item = {"chosen": self._encode(ex["prompt"], ex["chosen"]),
-                            "rejected": self._encode(ex["prompt"], ex["rejected"])}
-                items.append(item)
+            items = [objective.encode(self, ex) for ex in examples]
         except KeyError as exc:
-            raise AgentError(f"{self.name}: {objective} example lacks key {exc}") from None
+            raise AgentError(f"{self.name}: {objective.name} example lacks key {exc}") from None
         batches = [list(items[i : i + cfg.batch_size]) for i in range(0, len(items), cfg.batch_size)]
-        if objective == "sft":
-            return batches
-        ref_adapter = None if cfg.reference == "base" else adapter
-        with torch.no_grad(), self._scoring_context(ref_adapter):
-            for batch in batches:
-                if objective == "wspo":
-                    ref, _ = self._response_token_logps([it["seq"] for it in batch])
-                    for row, it in enumerate(batch):
-                        it["strong_ref"] = ref[row].cpu()
-                    continue
-                seqs = [it["chosen"] for it in batch] + [it["rejected"] for it in batch]
-                logps, mask = self._response_token_logps(seqs)
-                sums, counts = logps.sum(-1), mask.sum(-1).clamp(min=1)
-                for row, it in enumerate(batch):
-                    it["ref_chosen"] = (float(sums[row]), float(sums[row] / counts[row]))
-                    it["ref_rejected"] = (float(sums[len(batch) + row]), float(sums[len(batch) + row] / counts[len(batch) + row]))
+        if objective.needs_reference:
+            with torch.no_grad(), self._scoring_context(None if cfg.reference == "base" else adapter):
+                for batch in batches:
+                    objective.add_reference(self, batch)
         return batches
-
-    def _loss(self, batch: list[dict], objective: str, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float], int]:
-        if objective == "sft":
-            logps, mask = self._response_token_logps([it["seq"] for it in batch])
-            nll = -(logps.sum(-1) / mask.sum(-1).clamp(min=1))
-            return nll.mean(), {"loss": float(nll.detach().mean())}, int(mask.sum())
-        if objective == "wspo":
-            logps, mask = self._response_token_logps([it["seq"] for it in batch])
-            width = logps.size(1)
-
-            def stack(key):
-                out = torch.zeros_like(logps)
-                for row, it in enumerate(batch):
-                    values = torch.as_tensor(it[key], dtype=logps.dtype)
-                    out[row, : len(values)] = values.to(logps.device)[:width]
-                return out
-
-            strong_ref = torch.stack([torch.nn.functional.pad(it["strong_ref"], (0, width - it["strong_ref"].numel()))
-                                      for it in batch]).to(logps.device)
-            loss = wspo_loss(logps, strong_ref, stack("weak_aligned"), stack("weak_ref"), mask, gamma=cfg.gamma)
-            return loss.mean(), {"loss": float(loss.detach().mean())}, int(mask.sum())
-        n = len(batch)
-        logps, mask = self._response_token_logps([it["chosen"] for it in batch] + [it["rejected"] for it in batch])
-        counts = mask.sum(-1).clamp(min=1)
-        sums, avgs = logps.sum(-1), logps.sum(-1) / counts
-        use_avg = cfg.loss_type == "ipo"  # IPO works on length-averaged log-probs
-        pick = 1 if use_avg else 0
-        policy = avgs if use_avg else sums
-        ref_c = torch.tensor([it["ref_chosen"][pick] for it in batch], device=logps.device)
-        ref_r = torch.tensor([it["ref_rejected"][pick] for it in batch], device=logps.device)
-        if objective == "dpo":
-            loss, rc, rr = dpo_loss(policy[:n], policy[n:], ref_c, ref_r, beta=cfg.beta, loss_type=cfg.loss_type,
-                                    label_smoothing=cfg.label_smoothing)
-        else:
-            loss, rc, rr = macpo_loss(policy[:n], policy[n:], ref_c, ref_r, avgs[:n], beta=cfg.beta, gamma=cfg.gamma,
-                                      loss_type=cfg.loss_type)
-        margin = rc - rr
-        return loss.mean(), {
-            "loss": float(loss.detach().mean()),
-            "reward_margin": float(margin.mean()),
-            "accuracy": float((margin > 0).float().mean()),
-            "chosen_nll": float(-avgs[:n].detach().mean()),
-        }, int(mask.sum())
 
     # ------------------------------------------------------------------ persistence
     def save_adapter(self, adapter: str, path: str | os.PathLike) -> None:

@@ -5,7 +5,19 @@ own; `orchestrator.config` nests them into the run config that YAML files fill i
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from typing import Any
+
+from tasks.errors import BadInput
+
+DTYPES = ("float32", "bfloat16", "float16")
+BACKENDS = ("hf", "vllm")
+REFERENCES = ("base", "round_start")  # what a DPO-family loss compares the policy against
+
+
+class AgentConfigError(BadInput, ValueError):
+    """A bad agent setting; the message names the key and the value."""
 
 
 @dataclass
@@ -63,7 +75,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     beta: float = 0.1
-    gamma: float = 0.2  # MACPO: weight of the positive's NLL; WSPO: scale of the strong shift
+    nll_weight: float = 0.2  # MACPO: weight of the positive's mean token NLL beside the DPO term (the paper's gamma)
+    shift_scale: float = 0.1  # WSPO: gamma in (gamma * strong shift - weak shift)^2 (the paper's gamma)
     loss_type: str = "sigmoid"  # sigmoid | ipo | hinge (DPO family)
     label_smoothing: float = 0.0
     reference: str = "base"  # base (adapter disabled, as the paper's code) | round_start
@@ -84,3 +97,67 @@ class RewardModelSpec:
     max_length: int = 1024  # longer texts keep their end (the response), losing the prompt's start
     batch_size: int = 16
     score_index: int = 0  # which output logit is the score (0 for the usual 1-label reward heads)
+
+
+# ---------------------------------------------------------------- validation (names the bad key)
+def _check(ok: bool, key: str, value: Any, why: str) -> None:
+    if not ok:
+        raise AgentConfigError(f"{key}={value!r}: {why}")
+
+
+def validate_source(key: str, name: str, template: str, dtype: str, max_length: int) -> None:
+    """What every loaded model needs, agent or reward model: a template, a dtype, a length and, for
+    a local path, a directory that exists."""
+    from agents.templates import TEMPLATES
+
+    _check(template in TEMPLATES, f"{key}.template", template, f"choose one of {sorted(TEMPLATES)}")
+    _check(dtype in DTYPES, f"{key}.dtype", dtype, f"choose one of {DTYPES}")
+    _check(max_length >= 8, f"{key}.max_length", max_length, "must be at least 8")
+    if name.startswith(("/", "./", "../", "~")) and not os.path.isdir(os.path.expanduser(name)):
+        raise AgentConfigError(f"{key}.name_or_path={name!r}: directory not found")
+
+
+def validate_model_spec(spec: ModelSpec, key: str) -> None:
+    validate_source(key, spec.name_or_path, spec.template, spec.dtype, spec.max_length)
+    _check(spec.backend in BACKENDS, f"{key}.backend", spec.backend, f"choose one of {BACKENDS}")
+    _check(spec.lora.r >= 1, f"{key}.lora.r", spec.lora.r, "must be >= 1")
+    _check(bool(spec.lora.target_modules), f"{key}.lora.target_modules", spec.lora.target_modules, "must not be empty")
+    name = spec.name_or_path
+    if name.startswith("tiny:"):
+        from agents.tiny import PRESETS
+
+        _check(name[5:] in PRESETS, f"{key}.name_or_path", name, f"unknown tiny preset; choose tiny:{{{','.join(PRESETS)}}}")
+
+
+def validate_reward_model(spec: RewardModelSpec, key: str) -> None:
+    _check(spec.batch_size >= 1, f"{key}.batch_size", spec.batch_size, "must be >= 1")
+    name = spec.name_or_path
+    _check(name is None or bool(name.strip()), f"{key}.name_or_path", name, "must not be empty (null switches it off)")
+    _check(name is None or not name.startswith("tiny:"), f"{key}.name_or_path", name,
+           "tiny presets are causal LMs; give a sequence-classification model")
+    validate_source(key, name or "", spec.template, spec.dtype, spec.max_length)
+
+
+def validate_train(cfg: TrainConfig, key: str) -> None:
+    from losses import LOSS_TYPES
+
+    _check(cfg.lr > 0, f"{key}.lr", cfg.lr, "must be > 0")
+    _check(cfg.epochs >= 1, f"{key}.epochs", cfg.epochs, "must be >= 1")
+    _check(cfg.batch_size >= 1, f"{key}.batch_size", cfg.batch_size, "must be >= 1")
+    _check(cfg.grad_accum >= 1, f"{key}.grad_accum", cfg.grad_accum, "must be >= 1")
+    _check(0 <= cfg.warmup_ratio < 1, f"{key}.warmup_ratio", cfg.warmup_ratio, "must be in [0, 1)")
+    _check(cfg.beta > 0, f"{key}.beta", cfg.beta, "must be > 0")
+    _check(cfg.nll_weight >= 0, f"{key}.nll_weight", cfg.nll_weight, "must be >= 0")
+    _check(cfg.shift_scale > 0, f"{key}.shift_scale", cfg.shift_scale, "must be > 0")
+    _check(cfg.loss_type in LOSS_TYPES, f"{key}.loss_type", cfg.loss_type, f"choose one of {LOSS_TYPES}")
+    _check(0 <= cfg.label_smoothing <= 0.5, f"{key}.label_smoothing", cfg.label_smoothing, "must be in [0, 0.5]")
+    _check(cfg.reference in REFERENCES, f"{key}.reference", cfg.reference, f"choose one of {REFERENCES}")
+    _check(cfg.max_steps >= 0, f"{key}.max_steps", cfg.max_steps, "must be >= 0")
+
+
+def validate_sampling(cfg: SamplingConfig, key: str) -> None:
+    _check(cfg.temperature >= 0, f"{key}.temperature", cfg.temperature, "must be >= 0")
+    _check(0 < cfg.top_p <= 1, f"{key}.top_p", cfg.top_p, "must be in (0, 1]")
+    _check(cfg.top_k >= 0, f"{key}.top_k", cfg.top_k, "must be >= 0")
+    _check(cfg.max_new_tokens >= 1, f"{key}.max_new_tokens", cfg.max_new_tokens, "must be >= 1")
+    _check(cfg.batch_size >= 1, f"{key}.batch_size", cfg.batch_size, "must be >= 1")

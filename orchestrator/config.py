@@ -8,25 +8,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
-from agents.config import ModelSpec, RewardModelSpec, SamplingConfig, TrainConfig
+from agents.config import (AgentConfigError, ModelSpec, RewardModelSpec, SamplingConfig, TrainConfig, validate_model_spec,
+                           validate_reward_model, validate_sampling, validate_train)
+from orchestrator.typed_yaml import ConfigError, _build, _convert, build, parse_override, read_yaml_mapping  # noqa: F401
 from tasks.config import TaskConfig
-from tasks.errors import BadInput
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
-
-
-class ConfigError(BadInput, ValueError):
-    """A bad configuration value; the message names the key and the value."""
 
 
 @dataclass
@@ -57,7 +49,7 @@ class TrainingConfig:
     teacher_macpo: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-5, warmup_ratio=0.1))
     student_macpo: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-5, warmup_ratio=0.1))
     weak_dpo: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-6, epochs=1))
-    wspo: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-6, epochs=3, batch_size=8, warmup_ratio=0.1, gamma=0.1))
+    wspo: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-6, epochs=3, batch_size=8, warmup_ratio=0.1, shift_scale=0.1))
     student_dpo: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-6, epochs=3, batch_size=8, warmup_ratio=0.1))
 
 
@@ -138,126 +130,9 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-# ---------------------------------------------------------------- building from plain data
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Check/convert `value` to the annotated type `tp`, naming `key` on failure."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _convert(value, option, key)
-            except ConfigError as exc:
-                errors.append(exc)
-        raise errors[0]
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return _build(tp, value, key)
-    if origin is list:
-        (item_type,) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}={value!r}: expected a list")
-        return [_convert(v, item_type, f"{key}.{i}") for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}={value!r}: expected true or false")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}={value!r}: expected an integer")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads `3e-4` (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}={value!r}: expected a number")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{key}={value!r}: expected a string")
-    return value
-
-
-def _build(cls: type, data: dict, prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        full = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            raise ConfigError(f"{full}: unknown key (valid keys: {', '.join(sorted(names))})")
-        kwargs[key] = _convert(value, hints[key], full)
-    return cls(**kwargs)
-
-
-def _set_dotted(data: dict, dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node: Any = data
-    for i, part in enumerate(parts[:-1]):
-        nxt = node[int(part)] if isinstance(node, list) and part.isdigit() else node.get(part) if isinstance(node, dict) else None
-        if nxt is None:
-            if isinstance(node, dict):
-                nxt = node[part] = {}
-            else:
-                raise ConfigError(f"{'.'.join(parts[: i + 1])}: no such key to override")
-        node = nxt
-    last = parts[-1]
-    if isinstance(node, list):
-        if not last.isdigit() or int(last) >= len(node):
-            raise ConfigError(f"{dotted}: list index out of range")
-        node[int(last)] = value
-    else:
-        node[last] = value
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """`a.b=value` -> ("a.b", YAML-parsed value): `1` -> 1, `false` -> False, `[a, b]` -> list."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected key=value")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise ConfigError(f"override {text!r}: empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key, value
-
-
 def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> RunConfig:
     """Load a YAML run config (default `configs/default.yaml`), apply overrides, validate."""
-    path = Path(path) if path else DEFAULT_CONFIG
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file {path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: top level must be a mapping")
-    for text in overrides:
-        key, value = parse_override(text)
-        _set_dotted(data, key, value)
-    config = _build(RunConfig, data)
+    config = build(RunConfig, read_yaml_mapping(path or DEFAULT_CONFIG), overrides)
     validate(config)
     return config
 
@@ -265,7 +140,10 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
 def model_spec(value: ModelSpec | dict, key: str = "model") -> ModelSpec:
     """A validated ModelSpec from a dict (e.g. `add_teacher({"name_or_path": ..., "seed": 3})`)."""
     spec = _convert(copy.deepcopy(value), ModelSpec, key)
-    _validate_model(spec, key)
+    try:
+        validate_model_spec(spec, key)
+    except AgentConfigError as exc:
+        raise ConfigError(str(exc)) from None
     return spec
 
 
@@ -280,62 +158,6 @@ def config_from_dict(data: dict) -> RunConfig:
 def _check(ok: bool, key: str, value: Any, why: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value!r}: {why}")
-
-
-def _validate_source(key: str, name: str, template: str, dtype: str, max_length: int) -> None:
-    """What every loaded model needs, agent or reward model: a template, a dtype, a length and, for
-    a local path, a directory that exists."""
-    from agents.templates import TEMPLATES
-
-    _check(template in TEMPLATES, f"{key}.template", template, f"choose one of {sorted(TEMPLATES)}")
-    _check(dtype in ("float32", "bfloat16", "float16"), f"{key}.dtype", dtype, "choose float32, bfloat16 or float16")
-    _check(max_length >= 8, f"{key}.max_length", max_length, "must be at least 8")
-    if name.startswith(("/", "./", "../", "~")) and not os.path.isdir(os.path.expanduser(name)):
-        raise ConfigError(f"{key}.name_or_path={name!r}: directory not found")
-
-
-def _validate_model(spec: ModelSpec, key: str) -> None:
-    _validate_source(key, spec.name_or_path, spec.template, spec.dtype, spec.max_length)
-    _check(spec.backend in ("hf", "vllm"), f"{key}.backend", spec.backend, "choose hf or vllm")
-    _check(spec.lora.r >= 1, f"{key}.lora.r", spec.lora.r, "must be >= 1")
-    _check(bool(spec.lora.target_modules), f"{key}.lora.target_modules", spec.lora.target_modules, "must not be empty")
-    name = spec.name_or_path
-    if name.startswith("tiny:"):
-        from agents.tiny import PRESETS
-
-        _check(name[5:] in PRESETS, f"{key}.name_or_path", name, f"unknown tiny preset; choose tiny:{{{','.join(PRESETS)}}}")
-
-
-def _validate_reward_model(spec: RewardModelSpec) -> None:
-    key = "reward_model"
-    _check(spec.batch_size >= 1, f"{key}.batch_size", spec.batch_size, "must be >= 1")
-    name = spec.name_or_path
-    _check(name is None or bool(name.strip()), f"{key}.name_or_path", name, "must not be empty (null switches it off)")
-    _check(name is None or not name.startswith("tiny:"), f"{key}.name_or_path", name,
-           "tiny presets are causal LMs; give a sequence-classification model")
-    _validate_source(key, name or "", spec.template, spec.dtype, spec.max_length)
-
-
-def _validate_train(cfg: TrainConfig, key: str) -> None:
-    _check(cfg.lr > 0, f"{key}.lr", cfg.lr, "must be > 0")
-    _check(cfg.epochs >= 1, f"{key}.epochs", cfg.epochs, "must be >= 1")
-    _check(cfg.batch_size >= 1, f"{key}.batch_size", cfg.batch_size, "must be >= 1")
-    _check(cfg.grad_accum >= 1, f"{key}.grad_accum", cfg.grad_accum, "must be >= 1")
-    _check(0 <= cfg.warmup_ratio < 1, f"{key}.warmup_ratio", cfg.warmup_ratio, "must be in [0, 1)")
-    _check(cfg.beta > 0, f"{key}.beta", cfg.beta, "must be > 0")
-    _check(cfg.gamma >= 0, f"{key}.gamma", cfg.gamma, "must be >= 0")
-    _check(cfg.loss_type in ("sigmoid", "ipo", "hinge"), f"{key}.loss_type", cfg.loss_type, "choose sigmoid, ipo or hinge")
-    _check(0 <= cfg.label_smoothing <= 0.5, f"{key}.label_smoothing", cfg.label_smoothing, "must be in [0, 0.5]")
-    _check(cfg.reference in ("base", "round_start"), f"{key}.reference", cfg.reference, "choose base or round_start")
-    _check(cfg.max_steps >= 0, f"{key}.max_steps", cfg.max_steps, "must be >= 0")
-
-
-def _validate_sampling(cfg: SamplingConfig, key: str) -> None:
-    _check(cfg.temperature >= 0, f"{key}.temperature", cfg.temperature, "must be >= 0")
-    _check(0 < cfg.top_p <= 1, f"{key}.top_p", cfg.top_p, "must be in (0, 1]")
-    _check(cfg.top_k >= 0, f"{key}.top_k", cfg.top_k, "must be >= 0")
-    _check(cfg.max_new_tokens >= 1, f"{key}.max_new_tokens", cfg.max_new_tokens, "must be >= 1")
-    _check(cfg.batch_size >= 1, f"{key}.batch_size", cfg.batch_size, "must be >= 1")
 
 
 def validate(config: RunConfig) -> None:
@@ -353,14 +175,17 @@ def validate(config: RunConfig) -> None:
         config.task.validate()
     except TaskConfigError as exc:
         raise ConfigError(str(exc)) from None
-    _validate_model(config.student, "student")
-    for i, spec in enumerate(config.teachers.specs):
-        _validate_model(spec, f"teachers.specs.{i}")
-    for f in dataclasses.fields(TrainingConfig):
-        _validate_train(getattr(config.train, f.name), f"train.{f.name}")
-    _validate_sampling(config.sampling, "sampling")
-    _validate_sampling(config.eval_sampling, "eval_sampling")
-    _validate_reward_model(config.reward_model)
+    try:
+        validate_model_spec(config.student, "student")
+        for i, spec in enumerate(config.teachers.specs):
+            validate_model_spec(spec, f"teachers.specs.{i}")
+        for f in dataclasses.fields(TrainingConfig):
+            validate_train(getattr(config.train, f.name), f"train.{f.name}")
+        validate_sampling(config.sampling, "sampling")
+        validate_sampling(config.eval_sampling, "eval_sampling")
+        validate_reward_model(config.reward_model, "reward_model")
+    except AgentConfigError as exc:
+        raise ConfigError(str(exc)) from None
     for role in ("student", "teacher", "reward_model"):
         res = getattr(config.resources, role)
         _check(res.num_cpus >= 0, f"resources.{role}.num_cpus", res.num_cpus, "must be >= 0")

@@ -89,7 +89,7 @@ def test_dpo_raises_chosen_minus_rejected_margin(fresh, loss_type):
 def test_macpo_objective_trains_and_reports(fresh):
     pairs = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in zip(PROMPTS, ANSWERS, WRONG)] * 2
     before = fresh.logprobs(PROMPTS, ANSWERS)["mean"]
-    metrics = fresh.train(pairs, "macpo", {"lr": 1e-2, "epochs": 2, "batch_size": 4, "gamma": 1.0, "reference": "round_start"})
+    metrics = fresh.train(pairs, "macpo", {"lr": 1e-2, "epochs": 2, "batch_size": 4, "nll_weight": 1.0, "reference": "round_start"})
     assert sum(fresh.logprobs(PROMPTS, ANSWERS)["mean"]) > sum(before)
     assert metrics["chosen_nll"] > 0
 
@@ -152,10 +152,10 @@ def test_errors_name_the_problem(agent, tmp_path):
 def test_wspo_objective_reduces_its_loss(fresh):
     prompts, answers = PROMPTS * 4, ANSWERS * 4
     reference = fresh.token_logprobs(prompts, answers, adapter=None)
-    # a weak "alignment shift" of +0.05 nats on every response token, to be matched 1/gamma times over
+    # a weak "alignment shift" of +0.05 nats on every response token, to be matched 1/shift_scale times over
     examples = [{"prompt": p, "response": r, "weak_aligned_logps": [x + 0.05 for x in ref], "weak_ref_logps": ref}
                 for p, r, ref in zip(prompts, answers, reference)]
-    cfg = {"lr": 1e-2, "epochs": 1, "batch_size": 4, "gamma": 0.1}
+    cfg = {"lr": 1e-2, "epochs": 1, "batch_size": 4, "shift_scale": 0.1}
     first = fresh.train(examples, "wspo", cfg)["loss"]
     for _ in range(4):
         last = fresh.train(examples, "wspo", cfg)["loss"]

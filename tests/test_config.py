@@ -79,7 +79,7 @@ def test_shipped_configs_load_and_resolve(name):
     assert cfg.teachers.resolved()
     if name.startswith("macpo_"):
         assert cfg.student.backend == "vllm" and cfg.resources.teacher.num_gpus >= 1
-        assert cfg.train.student_macpo.beta == 0.1 and cfg.train.student_macpo.gamma == 0.2
+        assert cfg.train.student_macpo.beta == 0.1 and cfg.train.student_macpo.nll_weight == 0.2
         assert cfg.student.lora.r == 8 and cfg.student.lora.alpha == 16
         assert cfg.sampling.temperature == 0.95 and cfg.sampling.top_p == 0.7 and cfg.sampling.top_k == 50
         assert cfg.student.template == ("vicuna" if "hh" in name else "alpaca")
@@ -87,7 +87,7 @@ def test_shipped_configs_load_and_resolve(name):
         assert cfg.reward_model.name_or_path and cfg.reward_model.pair_input
     if name == "wspo_hh_rlhf":
         assert cfg.train.wspo.lr == 5e-6 and cfg.train.wspo.epochs == 3 and cfg.train.wspo.batch_size == 8
-        assert cfg.train.wspo.warmup_ratio == 0.1 and cfg.train.wspo.gamma == 0.1
+        assert cfg.train.wspo.warmup_ratio == 0.1 and cfg.train.wspo.shift_scale == 0.1
 
 
 def test_cli_prints_one_line_and_exits_2_on_bad_config():

@@ -5,7 +5,7 @@ chosen (or, with `wspo.weak_reference: base`, the weak base with the adapter dis
 aligned = its `aligned` adapter, that SFT adapter further trained by DPO on D_w pairs.
 The weak per-token log-probs of the training responses under both are computed once, cached in the
 run directory and shipped to the student as float lists. Strong side (the student): trainable
-adapter, reference = adapter disabled, loss `wspo_loss` with gamma from `train.wspo`.
+adapter, reference = adapter disabled, loss `wspo_loss` with gamma = `train.wspo.shift_scale`.
 Baselines on the same data and budget live on the student as extra adapters: SFT on chosen, DPO.
 rounds[0] is before training, rounds[1] after.
 """
