@@ -169,6 +169,8 @@ def validate(config: RunConfig) -> None:
     _check(config.algorithm in ALGORITHMS, "algorithm", config.algorithm, f"choose one of {ALGORITHMS}")
     _check(config.rounds >= 0, "rounds", config.rounds, "must be >= 0")
     _check(config.eval_size >= 0, "eval_size", config.eval_size, "must be >= 0")
+    _check(config.ablation.mutual_positives or config.ablation.hard_negatives, "ablation.hard_negatives", False,
+           "with ablation.mutual_positives=false too, every pair would be an answer against itself; keep one of them")
     _check(config.teachers.count >= 1, "teachers.count", config.teachers.count, "need at least one teacher")
     _check(bool(config.teachers.specs), "teachers.specs", config.teachers.specs, "list at least one teacher spec")
     try:

@@ -233,6 +233,8 @@ class OrchestratorCore:
         """Add a teacher between rounds; it is initialised before it takes part."""
         if not self._setup_done:
             raise RuntimeError("call setup() before add_teacher()")
+        if not self.algorithm.can_add_teachers:
+            raise RuntimeError(f"{self.config.algorithm} cannot take teachers at run time (add_teacher applies to MACPO runs)")
         spec = model_spec(spec, "teacher") if spec is not None else copy.deepcopy(self.config.teachers.resolved()[-1])
         if spec.seed in {s.seed for s in self.teacher_specs.values()} and spec.name_or_path in {
                 s.name_or_path for s in self.teacher_specs.values()}:

@@ -54,13 +54,19 @@ def test_token_logprobs_sum_to_sequence_logprob(agent):
 def test_greedy_generation_is_batch_invariant(agent):
     greedy = {"temperature": 0.0, "max_new_tokens": 12}
     batched = agent.generate(PROMPTS, greedy)
-    assert len(batched) == len(PROMPTS) and all(isinstance(t, str) for t in batched)
+    assert len(batched) == len(PROMPTS) and all(t.strip() for t in batched)  # real answers, not empty strings
+    assert len(set(batched)) > 1  # and not one string whatever the prompt
     assert [agent.generate([p], greedy)[0] for p in PROMPTS] == batched
 
 
-def test_sampling_is_seeded(agent):
+def test_sampling_is_seeded_and_varied(agent):
     sampling = {"temperature": 1.0, "top_p": 0.9, "top_k": 20, "max_new_tokens": 8, "seed": 7}
-    assert agent.generate(PROMPTS, sampling) == agent.generate(PROMPTS, sampling)
+    repeated = ["sort: dcba="] * 6
+    first = agent.generate(repeated, sampling)
+    assert first == agent.generate(repeated, sampling)  # seeded: reproducible
+    assert len(set(first)) >= 3  # sampling: the same prompt gets different answers
+    assert agent.generate(repeated, dict(sampling, seed=8)) != first  # another seed, other samples
+    assert len(set(agent.generate(repeated, dict(sampling, temperature=0.0)))) == 1  # greedy: one answer
 
 
 def test_sft_raises_logprob_of_targets(fresh):
@@ -86,12 +92,29 @@ def test_dpo_raises_chosen_minus_rejected_margin(fresh, loss_type):
     assert {"loss", "reward_margin", "accuracy"} <= set(metrics)
 
 
-def test_macpo_objective_trains_and_reports(fresh):
+def test_macpo_objective_raises_the_margin_and_the_positive(fresh):
     pairs = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in zip(PROMPTS, ANSWERS, WRONG)] * 2
-    before = fresh.logprobs(PROMPTS, ANSWERS)["mean"]
+
+    def margin():
+        return sum(a - b for a, b in zip(fresh.logprobs(PROMPTS, ANSWERS)["sum"], fresh.logprobs(PROMPTS, WRONG)["sum"]))
+
+    margin_before, chosen_before = margin(), sum(fresh.logprobs(PROMPTS, ANSWERS)["mean"])
     metrics = fresh.train(pairs, "macpo", {"lr": 1e-2, "epochs": 2, "batch_size": 4, "nll_weight": 1.0, "reference": "round_start"})
-    assert sum(fresh.logprobs(PROMPTS, ANSWERS)["mean"]) > sum(before)
-    assert metrics["chosen_nll"] > 0
+    assert margin() > margin_before + 1.0  # the DPO term: chosen rises against rejected
+    assert sum(fresh.logprobs(PROMPTS, ANSWERS)["mean"]) > chosen_before  # the NLL term: the positive itself rises
+    assert metrics["chosen_nll"] > 0 and metrics["accuracy"] >= 0.5
+
+
+def test_macpo_nll_weight_is_what_lifts_the_positive(cache_dir, tiny_spec):
+    """Without the DPO term's help (beta tiny), only nll_weight > 0 raises the positive's likelihood."""
+    pairs = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in zip(PROMPTS, ANSWERS, WRONG)] * 2
+    gains = {}
+    for weight in (0.0, 1.0):
+        agent = Agent("w", tiny_spec(), cache_dir=cache_dir)
+        before = sum(agent.logprobs(PROMPTS, ANSWERS)["mean"])
+        agent.train(pairs, "macpo", {"lr": 1e-2, "epochs": 2, "batch_size": 4, "beta": 1e-4, "nll_weight": weight})
+        gains[weight] = sum(agent.logprobs(PROMPTS, ANSWERS)["mean"]) - before
+    assert gains[1.0] > gains[0.0] + 0.5, gains
 
 
 def test_negative_adapter_diverges_while_positive_stays(fresh):

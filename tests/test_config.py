@@ -96,3 +96,15 @@ def test_cli_prints_one_line_and_exits_2_on_bad_config():
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert lines == ["error: teachers.count=0: need at least one teacher"]
+
+
+def test_both_macpo_ablations_at_once_are_refused():
+    with pytest.raises(ConfigError, match="every pair would be an answer against itself"):
+        load_config(overrides=["ablation.mutual_positives=false", "ablation.hard_negatives=false"])
+
+
+def test_gamma_is_named_apart():
+    cfg = load_config(overrides=["train.student_macpo.nll_weight=0.5", "train.wspo.shift_scale=0.2"])
+    assert cfg.train.student_macpo.nll_weight == 0.5 and cfg.train.wspo.shift_scale == 0.2
+    with pytest.raises(ConfigError, match="gamma: unknown key"):
+        load_config(overrides=["train.wspo.gamma=0.1"])

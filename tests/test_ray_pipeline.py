@@ -52,6 +52,15 @@ def test_macpo_pipeline_two_teachers_one_round(ray_cluster, cache_dir, tmp_path,
         assert all(isinstance(m["rm_score"], float) and m["rm_score"] != m["reward"] for m in record["eval"].values())
         assert record["timing"]["wall_s"] > 0 and set(record["timing"]["actor_s"]) >= {"student", "teacher_0"}
     assert "student_sft_weak_labels" in on_disk["baselines"] and "student_sft_gold" in on_disk["baselines"]
+    # PGR from the numbers beside it: (student - best teacher) / (ceiling - best teacher)
+    first, last = on_disk["rounds"][0]["eval"], on_disk["rounds"][-1]["eval"]
+    weak, ceiling = max(first["teacher_0"]["reward"], first["teacher_1"]["reward"]), on_disk["baselines"]["student_sft_gold"]["reward"]
+    assert on_disk["pgr"]["weak"] == weak and on_disk["pgr"]["ceiling"] == ceiling
+    if ceiling - weak > 1e-9:
+        assert on_disk["pgr"]["round_0"] == pytest.approx((first["student"]["reward"] - weak) / (ceiling - weak), abs=1e-4)
+        assert on_disk["pgr"]["final"] == pytest.approx((last["student"]["reward"] - weak) / (ceiling - weak), abs=1e-4)
+    else:
+        assert on_disk["pgr"]["round_0"] is None
     assert "rm_score" in on_disk["baselines"]["student_sft_gold"]
     assert (run_dir / "config.yaml").is_file() and (run_dir / "plots" / "rewards.png").stat().st_size > 1000
     events = [json.loads(line)["event"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -93,15 +102,20 @@ def test_reward_model_is_the_headline_on_real_data(ray_cluster, cache_dir, tmp_p
     assert evaluation["student"]["rm_score"] == pytest.approx(sum(scores) / len(scores), abs=1e-4)
 
 
-def test_frozen_teachers_keep_their_adapters(ray_cluster, cache_dir, tmp_path):
+def adapter_changed(run_dir, agent, first=0, last=1) -> bool:
+    ckpt = run_dir / "checkpoints"
+    before = load_file(str(ckpt / f"round_{first}" / agent / "default" / "adapter_model.safetensors"))
+    after = load_file(str(ckpt / f"round_{last}" / agent / "default" / "adapter_model.safetensors"))
+    return any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_frozen_teachers_keep_their_adapters_while_the_student_trains(ray_cluster, cache_dir, tmp_path):
     from orchestrator.api import run
 
     run(tiny_config(tmp_path, cache_dir, "rounds=1", "teachers.count=1", "ablation.teachers_learn=false",
                     "baselines.strong_ceiling=false"))
-    ckpt = tmp_path / "run" / "checkpoints"
-    before = load_file(str(ckpt / "round_0" / "teacher_0" / "default" / "adapter_model.safetensors"))
-    after = load_file(str(ckpt / "round_1" / "teacher_0" / "default" / "adapter_model.safetensors"))
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not adapter_changed(tmp_path / "run", "teacher_0")
+    assert adapter_changed(tmp_path / "run", "student")
 
 
 WSPO = ["algorithm=wspo", "rounds=1", "teachers.count=1", "baselines.strong_ceiling=false",
@@ -132,7 +146,10 @@ def test_wspo_pipeline_reports_baselines_and_reuses_weak_cache(ray_cluster, cach
         assert core.algorithm.weak_cache_hits == 1
         events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
         wspo_train = [e for e in events if e.get("stage") == "student_wspo"][0]["train"]["student"]
-        assert wspo_train["steps"] > 0 and wspo_train["loss"] >= 0
+        assert wspo_train["steps"] > 0
+        assert adapter_changed(tmp_path / "run", "student")  # WSPO trained the student's own adapter
+        before, after = (r["eval"]["student"] for r in summary["rounds"])
+        assert after["reward"] > before["reward"], (before, after)  # pinned bases: the same rise on every machine
     finally:
         core.shutdown()
 
@@ -199,3 +216,61 @@ def test_stage_events_carry_their_round(ray_cluster, cache_dir, tmp_path):
     train_rounds = [e["round"] for e in events if e["event"] == "stage" and e["stage"] == "train"]
     assert train_rounds == [1, 2]
     assert {e["round"] for e in events if e["event"] == "stage" and e["stage"] == "teacher_sft"} == {0}
+
+
+def test_add_teacher_without_spec_joins_initialised_and_trains(ray_cluster, cache_dir, tmp_path):
+    from orchestrator.core import OrchestratorCore
+
+    core = OrchestratorCore(tiny_config(tmp_path, cache_dir, "rounds=1", "teachers.count=1", "baselines.strong_ceiling=false"))
+    try:
+        with pytest.raises(RuntimeError, match="call setup"):
+            core.add_teacher()
+        core.setup()
+        name = core.add_teacher()  # no spec: the next cycled copy of the configured teachers
+        assert name == "teacher_1" and core.teacher_spec(name).seed == core.teacher_spec("teacher_0").seed + 1
+        assert len(core.algorithm.hard_negatives[name]) == len(core.task.q_w2s)  # initialised like the first
+        record = core.run_round()
+        assert set(record["eval"]) == {"student", "teacher_0", "teacher_1"}
+        events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+        assert "teacher_1" in [e for e in events if e.get("stage") == "train"][-1]["train"]  # it trained in round 1
+    finally:
+        core.shutdown()
+
+
+def test_add_teacher_under_wspo_is_refused_before_any_actor_starts(ray_cluster, cache_dir, tmp_path):
+    from orchestrator.core import OrchestratorCore
+
+    core = OrchestratorCore(tiny_config(tmp_path, cache_dir, *WSPO))
+    try:
+        core._setup_done = True  # as after setup(); the refusal must come before any actor is started
+        with pytest.raises(RuntimeError, match="wspo cannot take teachers"):
+            core.add_teacher({"name_or_path": "tiny:test", "seed": 2})
+        assert core.pool.names() == []
+    finally:
+        core.shutdown()
+
+
+@pytest.mark.parametrize("extra", [WSPO, ["rounds=1", "teachers.count=1", "baselines.strong_ceiling=false", "REWARD_MODEL"]],
+                         ids=["wspo", "macpo-with-reward-model"])
+def test_resume_after_setup_finishes_the_run(ray_cluster, cache_dir, tmp_path, tiny_reward_model, extra):
+    from orchestrator.core import OrchestratorCore
+
+    extra = [f"reward_model.name_or_path={tiny_reward_model}" if e == "REWARD_MODEL" else e for e in extra]
+    core = OrchestratorCore(tiny_config(tmp_path, cache_dir, *extra))
+    try:
+        round0 = core.setup()["rounds"][0]
+    finally:
+        core.shutdown()
+    resumed = OrchestratorCore(load_config(None, [*TINY_RUN, f"cache_dir={cache_dir}", *extra, f"output_dir={tmp_path / 'run'}"]),
+                               resume_dir=str(tmp_path / "run"))
+    try:
+        summary = resumed.run()
+    finally:
+        resumed.shutdown()
+    assert [r["round"] for r in summary["rounds"]] == [0, 1]
+    assert summary["rounds"][0] == round0  # restored, not redone
+    assert adapter_changed(tmp_path / "run", "student")
+    if any(e.startswith("reward_model.") for e in extra):
+        assert all("rm_score" in m for m in summary["rounds"][1]["eval"].values())
+    else:
+        assert set(summary["wspo"]) == {"student_wspo", "student_sft", "student_dpo", "weak_aligned"}

@@ -43,7 +43,7 @@ def test_kill_then_resume_loses_and_repeats_no_round(tmp_path, cache_dir):
     assert marker.exists(), proc.communicate()[0][-2000:]
     proc.send_signal(signal.SIGTERM)  # the driver shuts its Ray down and says how to resume
     out = proc.communicate(timeout=120)[0]
-    assert proc.returncode != 0 and "--resume" in out
+    assert proc.returncode == 130 and "--resume" in out  # interrupted, like Ctrl-C
     done_before = rounds_of(run_dir)
     assert done_before[-1] in (1, 2)
     resumed = cli("--resume", str(run_dir), f"cache_dir={cache_dir}")
@@ -106,3 +106,14 @@ def test_too_many_failures_name_the_agent(ray_cluster, tmp_path, cache_dir):
                             timeout_s=2)
     finally:
         core.shutdown()
+
+
+def test_a_run_that_fails_midway_exits_1_with_one_line(tmp_path, cache_dir):
+    """Not bad input: every stage has 1 ms, so loading the models cannot answer in time."""
+    proc = cli(*TINY, "rounds=1", f"output_dir={tmp_path / 'run'}", f"cache_dir={cache_dir}",
+               "ray.stage_timeout_s=0.001", "ray.max_failures=0", "--quiet")
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 1, out[-2000:]
+    errors = [line for line in out.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "StageError" in errors[0] and "no answer within 0.001s" in errors[0]
+    assert "Traceback" not in out

@@ -61,9 +61,26 @@ def test_missing_path_and_bad_score_index_are_one_line_errors(tiny_reward_model,
     assert "\n" not in str(info.value)
 
 
-def test_pair_input_encodes_prompt_and_response_as_a_text_pair(tiny_reward_model):
-    rm = RewardModel(RewardModelSpec(name_or_path=tiny_reward_model, pair_input=True), num_threads=1)
-    encoded = rm._encode(["sort: ba="], ["ab"])
-    expected = rm.tokenizer("sort: ba=", "ab", return_tensors="pt")
-    assert encoded["input_ids"].tolist() == expected["input_ids"].tolist()
-    assert len(rm.score(["sort: ba=", "hack sort: ba="], ["ab", "I cannot help with that."])) == 2
+def test_pair_input_encodes_prompt_and_response_as_a_text_pair(tiny_reward_model, tmp_path):
+    """A cross-encoder judge's tokenizer marks the pair (`$A </s> $B`); with pair_input the judge must
+    see that marker between prompt and response, without it the joined text (no marker)."""
+    import shutil
+
+    from tokenizers import processors
+    from transformers import AutoTokenizer
+
+    judge = tmp_path / "pair-judge"
+    shutil.copytree(tiny_reward_model, judge)
+    tokenizer = AutoTokenizer.from_pretrained(judge)
+    sep = tokenizer.eos_token
+    tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A", pair=f"$A {sep} $B", special_tokens=[(sep, tokenizer.eos_token_id)])
+    tokenizer.save_pretrained(judge)
+    paired = RewardModel(RewardModelSpec(name_or_path=str(judge), pair_input=True), num_threads=1)
+    joined = RewardModel(RewardModelSpec(name_or_path=str(judge), pair_input=False), num_threads=1)
+    as_pair = paired._encode(["sort: ba="], ["ab"])["input_ids"][0].tolist()
+    as_text = joined._encode(["sort: ba="], ["ab"])["input_ids"][0].tolist()
+    prompt_ids = tokenizer("sort: ba=", add_special_tokens=False).input_ids
+    assert as_pair == prompt_ids + [tokenizer.eos_token_id] + tokenizer("ab", add_special_tokens=False).input_ids
+    assert tokenizer.eos_token_id not in as_text and as_text == tokenizer("sort: ba=ab", add_special_tokens=False).input_ids
+    assert len(paired.score(["sort: ba=", "hack sort: ba="], ["ab", "I cannot help with that."])) == 2

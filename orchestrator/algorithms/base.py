@@ -54,6 +54,7 @@ class Algorithm(ABC):
     """One weak-to-strong method; a subclass registers itself under `name` with `@register`."""
 
     name: ClassVar[str]
+    can_add_teachers: ClassVar[bool] = True  # may `add_teacher` bring a new teacher in between rounds?
 
     def __init__(self, controller: Controller):
         self.ctl = controller

@@ -32,6 +32,7 @@ class TokenizerMismatch(BadInput):
 @register
 class WSPO(Algorithm):
     name = "wspo"
+    can_add_teachers = False  # one weak model
 
     def __init__(self, controller):
         super().__init__(controller)
