@@ -120,7 +120,7 @@ def _terminate_as_interrupt(signum, frame) -> None:
 
 
 def run(config: RunConfig, resume_dir: str | None = None, sigterm_as_interrupt: bool = False) -> dict:
-    """Set up, run every round and return the summary dict (DESIGN.md schema).
+    """Set up, run every round and return the summary dict (schema in docs/architecture.md).
 
     `sigterm_as_interrupt` (the CLI sets it): SIGTERM, e.g. a scheduler stopping the job, unwinds
     like Ctrl-C, so Ray shuts down cleanly and the last committed round stays resumable. It is set

@@ -55,7 +55,7 @@ class TrainingConfig:
 
 @dataclass
 class AblationConfig:
-    """MACPO ablations (DESIGN.md): each False switches one mechanism off."""
+    """MACPO ablations (docs/architecture.md): each False switches one mechanism off."""
 
     mutual_positives: bool = True
     hard_negatives: bool = True

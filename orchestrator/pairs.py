@@ -3,7 +3,7 @@
 Student:   y+ = the teacher response with the lowest perplexity under the student (mutual positive
            augmentation), y- = the student's hard negative (its negative agent's output).
 Teacher k: y+ = the student's response, y- = teacher k's hard negative.
-Ablations (DESIGN.md): `mutual_positives=False` takes y+ from the agent itself, `hard_negatives=False`
+Ablations (docs/architecture.md): `mutual_positives=False` takes y+ from the agent itself, `hard_negatives=False`
 takes y- from the agent's own positive sample. Pairs whose two sides are equal, or whose positive is
 empty, carry no signal and are dropped - and counted, so nothing disappears silently.
 """
