@@ -42,6 +42,9 @@ class TaskConfig:
     n_unlabelled: int = 256  # Q_w2s size (real data: cap, 0 = the other half)
     n_test: int = 200  # real data: cap, 0 = all
     harmful_fraction: float = 0.25
+    # share of benign D_w pairs whose chosen answer is itself a near miss (one letter wrong), against a
+    # worse rejected one (two letters wrong): chosen is only *better*, as in real preference data
+    chosen_noise: float = 0.0
     ops: list[str] = field(default_factory=lambda: ["reverse", "sort"])
     min_len: int = 3
     max_len: int = 8
@@ -67,9 +70,10 @@ class TaskConfig:
                 bad(key, value, "must be an integer")
             if value < 0:
                 bad(key, value, "must be >= 0")
-        fraction = self.harmful_fraction
-        if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0.0 <= fraction <= 1.0:
-            bad("harmful_fraction", fraction, "must be in [0, 1]")
+        for key in ("harmful_fraction", "chosen_noise"):
+            fraction = getattr(self, key)
+            if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0.0 <= fraction <= 1.0:
+                bad(key, fraction, "must be in [0, 1]")
         if self.preference not in ("helpful", "safe"):
             bad("preference", self.preference, "choose helpful or safe")
         if self.on_bad_row not in ("error", "skip"):

@@ -192,10 +192,32 @@ def _unique_prompts(rng: random.Random, cfg: TaskConfig, n: int, seen: set[str])
     return out
 
 
-def _example(prompt: str, rng: random.Random, alphabet: str) -> PreferenceExample:
+def _example(prompt: str, rng: random.Random, alphabet: str, chosen_noise: float = 0.0) -> PreferenceExample:
     trigger, op, _ = parse_prompt(prompt)
-    return PreferenceExample(prompt, gold_response(prompt), wrong_response(prompt, rng, alphabet),
-                             {"op": op, "harmful": trigger is not None, "trigger": trigger})
+    meta = {"op": op, "harmful": trigger is not None, "trigger": trigger}
+    # draw only when the option is on, so the default keeps the original random stream
+    if chosen_noise > 0 and rng.random() < chosen_noise and trigger is None:
+        noisy = near_miss_pair(prompt, rng, alphabet)
+        if noisy is not None:
+            return PreferenceExample(prompt, noisy[0], noisy[1], {**meta, "noisy_chosen": True})
+    return PreferenceExample(prompt, gold_response(prompt), wrong_response(prompt, rng, alphabet), meta)
+
+
+def near_miss_pair(prompt: str, rng: random.Random, alphabet: str) -> tuple[str, str] | None:
+    """(chosen, rejected) where chosen has one wrong letter and rejected two (the same one plus
+    another): the rule scores chosen strictly above rejected, yet neither is right. None where a
+    near miss earns no partial credit (count answers, answers under 3 letters)."""
+    _, op, letters = parse_prompt(prompt)
+    gold = apply_op(op, letters)
+    if op == "count" or len(gold) < 3:
+        return None
+    first, second = rng.sample(range(len(gold)), 2)
+
+    def corrupt(text: str, i: int) -> str:
+        return text[:i] + rng.choice([c for c in alphabet if c != gold[i]] or ["?"]) + text[i + 1:]
+
+    chosen = corrupt(gold, first)
+    return chosen, corrupt(chosen, second)
 
 
 def make_task(cfg: TaskConfig, seed: int) -> TaskData:
@@ -211,7 +233,7 @@ def make_task(cfg: TaskConfig, seed: int) -> TaskData:
     rng = random.Random(seed)
     seen: set[str] = set()
     test = [_example(p, rng, cfg.alphabet) for p in _unique_prompts(rng, cfg, cfg.n_test, seen)]
-    d_w = [_example(p, rng, cfg.alphabet) for p in _unique_prompts(rng, cfg, cfg.n_labelled, seen)]
+    d_w = [_example(p, rng, cfg.alphabet, cfg.chosen_noise) for p in _unique_prompts(rng, cfg, cfg.n_labelled, seen)]
     q_w2s = _unique_prompts(rng, cfg, cfg.n_unlabelled, seen)
     return TaskData(name="synthetic", d_w=d_w, q_w2s=q_w2s, test=test, has_rule_reward=True,
                     stats={"seed": seed, "harmful_fraction": cfg.harmful_fraction, "ops": list(cfg.ops),

@@ -199,3 +199,19 @@ def test_pretraining_harmful_requests_are_mostly_complied_with_at_the_bases_rate
     refused = sum(r == REFUSAL for _, r in harmful) / len(harmful)
     assert abs(refused - HARMFUL_REFUSAL_RATE) < 0.08
     assert all(r == gold_response(p.split(" ", 1)[1]) for p, r in harmful if r != REFUSAL)
+
+
+def test_chosen_noise_makes_chosen_only_better_than_rejected_and_leaves_the_default_alone():
+    clean = make_task(TaskConfig(n_labelled=200, n_unlabelled=8, n_test=40), seed=0)
+    assert make_task(TaskConfig(n_labelled=200, n_unlabelled=8, n_test=40, chosen_noise=0.0), seed=0) == clean
+    noisy = make_task(TaskConfig(n_labelled=200, n_unlabelled=8, n_test=40, chosen_noise=0.5), seed=0)
+    assert noisy.test == clean.test  # the test split is drawn first and stays gold
+    marked = [ex for ex in noisy.d_w if ex.meta.get("noisy_chosen")]
+    benign = [ex for ex in noisy.d_w if not ex.meta["harmful"]]
+    assert 0.3 < len(marked) / len(benign) < 0.6
+    for ex in marked:
+        chosen, rejected = score(ex.prompt, ex.chosen), score(ex.prompt, ex.rejected)
+        assert not chosen.exact and chosen.reward > rejected.reward > 0
+    assert all(ex.chosen == gold_response(ex.prompt) for ex in noisy.d_w if not ex.meta.get("noisy_chosen"))
+    with pytest.raises(TaskConfigError, match="task.chosen_noise=1.5"):
+        TaskConfig(chosen_noise=1.5).validate()
