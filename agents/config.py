@@ -24,10 +24,10 @@ class AgentConfigError(BadInput, ValueError):
 class LoraConfig:
     """LoRA adapter shape (MACPO paper: r=8, alpha=16 on q,v)."""
 
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    r: int = 8  # rank of the low-rank update
+    alpha: int = 16  # scaling: the update is multiplied by alpha / r
+    dropout: float = 0.0  # dropout on the LoRA input during training
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])  # module names LoRA wraps
 
 
 @dataclass
@@ -43,42 +43,42 @@ class ModelSpec:
     dtype: str = "float32"  # float32 | bfloat16 | float16
     device: str = "auto"  # auto | cpu | cuda
     device_map: str | None = None  # e.g. "auto" to shard a model too big for one GPU over the actor's GPUs
-    trust_remote_code: bool = False
+    trust_remote_code: bool = False  # run the model repository's own code (off: only transformers' classes)
     max_length: int = 1024  # prompt + response tokens fed to training / scoring
     seed: int = 0  # which `tiny:` base (one per preset and seed); the run's `seed` seeds LoRA init
     backend: str = "hf"  # generation backend: hf | vllm
-    vllm_gpu_memory_utilization: float = 0.3
-    lora: LoraConfig = field(default_factory=LoraConfig)
+    vllm_gpu_memory_utilization: float = 0.3  # share of the actor's GPU memory the vLLM engine may take
+    lora: LoraConfig = field(default_factory=LoraConfig)  # the shape of every adapter of this agent
 
 
 @dataclass
 class SamplingConfig:
     """Generation settings. temperature 0 means greedy decoding."""
 
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 32
-    batch_size: int = 128
-    seed: int | None = None
+    temperature: float = 0.0  # 0: greedy (argmax) decoding
+    top_p: float = 1.0  # nucleus sampling: keep the smallest token set with this much probability
+    top_k: int = 0  # keep only the k most likely tokens (0: no limit)
+    max_new_tokens: int = 32  # answer length cap in tokens
+    batch_size: int = 128  # prompts generated together
+    seed: int | None = None  # sampling seed (the algorithms set one per use, from the run's seed)
 
 
 @dataclass
 class TrainConfig:
     """One training stage (SFT, DPO, MACPO or WSPO) of one agent."""
 
-    lr: float = 5e-5
-    epochs: int = 1
-    batch_size: int = 16
-    grad_accum: int = 1
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    beta: float = 0.1
+    lr: float = 5e-5  # peak AdamW learning rate (cosine schedule)
+    epochs: int = 1  # passes over the stage's examples
+    batch_size: int = 16  # examples (or pairs) per forward pass
+    grad_accum: int = 1  # forward passes per optimizer step (effective batch = batch_size x grad_accum)
+    warmup_ratio: float = 0.0  # share of the optimizer steps spent warming the learning rate up
+    weight_decay: float = 0.0  # AdamW weight decay on the adapter
+    max_grad_norm: float = 1.0  # gradient clipping norm
+    beta: float = 0.1  # DPO / MACPO temperature: reward = beta * (policy - reference) log-prob
     nll_weight: float = 0.2  # MACPO: weight of the positive's mean token NLL beside the DPO term (the paper's gamma)
     shift_scale: float = 0.1  # WSPO: gamma in (gamma * strong shift - weak shift)^2 (the paper's gamma)
     loss_type: str = "sigmoid"  # sigmoid | ipo | hinge (DPO family)
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # conservative DPO: assumed share of flipped preference labels
     reference: str = "base"  # base (adapter disabled, as the paper's code) | round_start
     max_steps: int = 0  # 0 = no cap; else stop after this many optimizer steps
 

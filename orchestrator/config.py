@@ -25,8 +25,8 @@ DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 class TeachersConfig:
     """The weak teachers: `count` agents built by cycling `specs`."""
 
-    count: int = 3
-    specs: list[ModelSpec] = field(default_factory=lambda: [ModelSpec(name_or_path="tiny:weak", seed=1)])
+    count: int = 3  # how many teachers (cycling `specs`)
+    specs: list[ModelSpec] = field(default_factory=lambda: [ModelSpec(name_or_path="tiny:weak", seed=1)])  # their models
 
     def resolved(self) -> list[ModelSpec]:
         """The `count` teacher specs; the n-th cycled copy of a spec takes seed `seed + n * len(specs)`
@@ -43,13 +43,21 @@ class TeachersConfig:
 class TrainingConfig:
     """One TrainConfig per training stage (MACPO and WSPO stages, plus baselines)."""
 
+    # MACPO: teachers SFT on D_w chosen
     teacher_sft: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, epochs=3))
+    # MACPO: every negative agent's SFT on negative data (from the agent's own adapter)
     negative_sft: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, epochs=1))
+    # MACPO: the student's SFT on weak labels (and the gold-label ceiling baseline)
     student_sft: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, epochs=3))
+    # MACPO rounds: each teacher's macpo_loss on (student answer, own hard negative)
     teacher_macpo: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-5, warmup_ratio=0.1))
+    # MACPO rounds: the student's macpo_loss on (best teacher answer, own hard negative)
     student_macpo: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-5, warmup_ratio=0.1))
+    # WSPO: the weak model's DPO on D_w pairs (weak reference -> weak aligned)
     weak_dpo: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-6, epochs=1))
+    # WSPO: the student's wspo_loss (also the budget of its SFT-on-chosen baseline)
     wspo: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-6, epochs=3, batch_size=8, warmup_ratio=0.1, shift_scale=0.1))
+    # WSPO: the student's DPO baseline on the same D_w pairs
     student_dpo: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-6, epochs=3, batch_size=8, warmup_ratio=0.1))
 
 
@@ -57,9 +65,9 @@ class TrainingConfig:
 class AblationConfig:
     """MACPO ablations (docs/architecture.md): each False switches one mechanism off."""
 
-    mutual_positives: bool = True
-    hard_negatives: bool = True
-    teachers_learn: bool = True
+    mutual_positives: bool = True  # off: each agent's positive is its own answer, not a peer's
+    hard_negatives: bool = True  # off: each agent's negative is its own sample, not its negative agent's
+    teachers_learn: bool = True  # off: teachers stay frozen after initialisation
 
 
 @dataclass
@@ -74,57 +82,58 @@ class WspoConfig:
     (adapter disabled), aligned = SFT then DPO on D_w - for tasks where D_w's SFT is itself the
     alignment, as in the synthetic world (refusing is learned from D_w chosen)."""
 
-    weak_reference: str = "sft"
+    weak_reference: str = "sft"  # sft | base
 
 
 @dataclass
 class ActorResources:
-    num_cpus: float = 0.5
-    num_gpus: float = 0.0
+    num_cpus: float = 0.5  # Ray scheduling share (each actor runs `resources.torch_threads` threads)
+    num_gpus: float = 0.0  # GPUs reserved for the actor (fractions share one GPU)
 
 
 @dataclass
 class ResourcesConfig:
-    student: ActorResources = field(default_factory=lambda: ActorResources(num_cpus=0.25))
-    teacher: ActorResources = field(default_factory=lambda: ActorResources(num_cpus=0.1))
-    reward_model: ActorResources = field(default_factory=lambda: ActorResources(num_cpus=0.1))
-    orchestrator_cpus: float = 0.1
-    torch_threads: int = 1
+    student: ActorResources = field(default_factory=lambda: ActorResources(num_cpus=0.25))  # the student's actor
+    teacher: ActorResources = field(default_factory=lambda: ActorResources(num_cpus=0.1))  # each teacher's actor
+    reward_model: ActorResources = field(default_factory=lambda: ActorResources(num_cpus=0.1))  # the judge's actor
+    orchestrator_cpus: float = 0.1  # the orchestrator actor (or a sweep trial's process)
+    torch_threads: int = 1  # torch intra-op threads per actor
 
 
 @dataclass
 class RayConfig:
     address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray
-    namespace: str = "w2s"
+    namespace: str = "w2s"  # Ray namespace of the named orchestrator and agent actors
     stage_timeout_s: float = 1800.0  # a stage that takes longer names the slow agent and fails
     max_failures: int = 2  # agent actor restarts allowed per run before giving up
-    dashboard_host: str = "127.0.0.1"
-    include_dashboard: bool = False
-    placement_timeout_s: float = 60.0
+    dashboard_host: str = "127.0.0.1"  # a local Ray's dashboard binds here (loopback: not exposed)
+    include_dashboard: bool = False  # start the dashboard with a local Ray
+    placement_timeout_s: float = 60.0  # an agents' placement group not granted by then is an error naming them
 
 
 @dataclass
 class RunConfig:
-    algorithm: str = "macpo"
-    seed: int = 0
-    rounds: int = 2
+    algorithm: str = "macpo"  # a registered algorithm: macpo | wspo
+    seed: int = 0  # data split, LoRA init, batch order, sampling (not which base: that is each spec's seed)
+    rounds: int = 2  # rounds after initialisation (WSPO always runs 1)
     output_dir: str | None = None  # default runs/<timestamp>
     cache_dir: str | None = None  # built tiny bases; default $W2S_CACHE_DIR or ~/.cache/w2s_ray
-    task: TaskConfig = field(default_factory=TaskConfig)
-    student: ModelSpec = field(default_factory=lambda: ModelSpec(name_or_path="tiny:strong"))
-    teachers: TeachersConfig = field(default_factory=TeachersConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)  # data: which task, split sizes
+    student: ModelSpec = field(default_factory=lambda: ModelSpec(name_or_path="tiny:strong"))  # the strong model
+    teachers: TeachersConfig = field(default_factory=TeachersConfig)  # the weak models
+    # how agents answer Q_w2s (weak labels, hard negatives, round positives): the MACPO paper's sampling
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.95, top_p=0.7, top_k=50))
-    eval_sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    eval_sampling: SamplingConfig = field(default_factory=SamplingConfig)  # how test answers are made (greedy)
     eval_size: int = 0  # 0: the whole test split
     # scores every agent's greedy test answers; the headline reward on tasks without a rule reward
     reward_model: RewardModelSpec = field(default_factory=RewardModelSpec)
-    train: TrainingConfig = field(default_factory=TrainingConfig)
-    ablation: AblationConfig = field(default_factory=AblationConfig)
-    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
-    wspo: WspoConfig = field(default_factory=WspoConfig)
-    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
-    progress: bool = True
+    train: TrainingConfig = field(default_factory=TrainingConfig)  # one TrainConfig per training stage
+    ablation: AblationConfig = field(default_factory=AblationConfig)  # MACPO's switches
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)  # extra adapters evaluated beside the agents
+    wspo: WspoConfig = field(default_factory=WspoConfig)  # WSPO's weak pair
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)  # Ray resources per role
+    ray: RayConfig = field(default_factory=RayConfig)  # cluster, timeouts, failures
+    progress: bool = True  # progress bars on a terminal
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

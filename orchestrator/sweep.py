@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 
 from orchestrator.config import ConfigError, RunConfig, config_from_dict, load_config
 from orchestrator.run_dir import RunDirectory, write_json_atomic
@@ -110,7 +111,8 @@ def run_sweep(spec: SweepSpec, sweep_dir: str | Path, max_concurrent: int | None
         spec.config = str(Path(spec.config).resolve())
     write_json_atomic(sweep_dir / "spec.json", _spec_dict(spec))
     configs = {name: load_config(spec.config, [*spec.overrides, *o]) for name, o in spec.settings.items()}
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # run dirs hold the metrics; no tensorboardX noise
+    # Tune's own loggers minus tensorboardX (not a dependency): JSON keeps each trial's time and last result
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     started = connect(next(iter(configs.values())), log_to_driver=False)
     if max_concurrent is None:
         max_concurrent = default_concurrency(configs.values())
@@ -132,7 +134,7 @@ def run_sweep(spec: SweepSpec, sweep_dir: str | Path, max_concurrent: int | None
                                             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
                 run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir), verbose=0,
                                           failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-                                          callbacks=[_TrialLines()]),
+                                          callbacks=[_TrialLines(), JsonLoggerCallback()]),
             )
         grid = tuner.fit()
         outcomes = {}
@@ -157,7 +159,8 @@ def collect(spec: SweepSpec, sweep_dir: Path, outcomes: dict[str, dict]) -> dict
     for trial in spec.trials():
         outcome = outcomes.get(trial["trial_id"], {})
         path = sweep_dir / "runs" / trial["trial_id"] / "summary.json"
-        row = {**trial, "overrides": spec.run_overrides(trial["setting"], trial["seed"]), "wall_s": outcome.get("wall_s")}
+        row = {**trial, "overrides": spec.run_overrides(trial["setting"], trial["seed"]),
+               "wall_s": outcome.get("wall_s") or run_wall_s(path.parent)}
         if outcome.get("error") or not path.is_file():
             row.update(status="failed", error=outcome.get("error") or "no summary.json (trial did not run)")
         else:
@@ -170,6 +173,15 @@ def collect(spec: SweepSpec, sweep_dir: Path, outcomes: dict[str, dict]) -> dict
     table, claims = aggregate(spec, trials)
     return {"name": spec.name, "spec": _spec_dict(spec), "machine": machine(),
             "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "trials": trials, "table": table, "claims": claims}
+
+
+def run_wall_s(run_dir: Path) -> float | None:
+    """Seconds from a run's first to its last logged event (when Tune kept no time for the trial)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    times = [json.loads(line)["time"] for line in path.read_text().splitlines() if line.strip()]
+    return round(times[-1] - times[0], 1) if len(times) > 1 else None
 
 
 def write_results(results: dict, sweep_dir: Path) -> None:

@@ -34,21 +34,23 @@ def looks_local(path: str) -> bool:
 
 @dataclass
 class TaskConfig:
+    """Which data a run uses and how it is split into D_w, Q_w2s and test."""
+
     name: str = "synthetic"  # synthetic | hh_rlhf | pku_saferlhf | trl
     path: str | None = None  # hub id or local .json/.jsonl/.parquet file (real tasks)
-    train_split: str = "train"
-    test_split: str = "test"
+    train_split: str = "train"  # hub/directory split halved into D_w and Q_w2s
+    test_split: str = "test"  # hub/directory split evaluated every round
     n_labelled: int = 256  # D_w size (real data: cap, 0 = half of train)
     n_unlabelled: int = 256  # Q_w2s size (real data: cap, 0 = the other half)
     n_test: int = 200  # real data: cap, 0 = all
-    harmful_fraction: float = 0.25
+    harmful_fraction: float = 0.25  # synthetic: share of prompts with a trigger word (answer: the refusal)
     # share of benign D_w pairs whose chosen answer is itself a near miss (one letter wrong), against a
     # worse rejected one (two letters wrong): chosen is only *better*, as in real preference data
     chosen_noise: float = 0.0
-    ops: list[str] = field(default_factory=lambda: ["reverse", "sort"])
-    min_len: int = 3
-    max_len: int = 8
-    alphabet: str = "abcdefghij"
+    ops: list[str] = field(default_factory=lambda: ["reverse", "sort"])  # synthetic: string operations asked for
+    min_len: int = 3  # synthetic: shortest letter string of a prompt
+    max_len: int = 8  # synthetic: longest letter string of a prompt
+    alphabet: str = "abcdefghij"  # synthetic: letters prompts are drawn from
     preference: str = "helpful"  # PKU-SafeRLHF: helpful (better_response_id) | safe (safer_response_id)
     on_bad_row: str = "error"  # error | skip (skipped rows are counted in the task's stats)
     max_prompt_chars: int = 0  # 0 = no limit; longer prompts are skipped and counted
