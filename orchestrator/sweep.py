@@ -107,8 +107,6 @@ def run_sweep(spec: SweepSpec, sweep_dir: str | Path, max_concurrent: int | None
     spec.validate()
     sweep_dir = Path(sweep_dir).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    if spec.config:
-        spec.config = str(Path(spec.config).resolve())
     write_json_atomic(sweep_dir / "spec.json", _spec_dict(spec))
     configs = {name: load_config(spec.config, [*spec.overrides, *o]) for name, o in spec.settings.items()}
     # Tune's own loggers minus tensorboardX (not a dependency): JSON keeps each trial's time and last result
@@ -146,7 +144,10 @@ def run_sweep(spec: SweepSpec, sweep_dir: str | Path, max_concurrent: int | None
         if started:
             ray.shutdown()
     results = collect(spec, sweep_dir, outcomes)
-    results["sweep_wall_s"] = round(time.perf_counter() - start, 1)
+    # wall time over every invocation of this sweep (a resumed sweep adds to what it had spent)
+    earlier = sweep_dir / "results.json"
+    spent = json.loads(earlier.read_text()).get("sweep_wall_s", 0.0) if earlier.is_file() else 0.0
+    results["sweep_wall_s"] = round(spent + time.perf_counter() - start, 1)
     write_results(results, sweep_dir)
     return results
 
