@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last complete round")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # key=value may follow options
 
 
 def format_table(summary: dict) -> str:

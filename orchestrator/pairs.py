@@ -58,7 +58,10 @@ def lowest_perplexity(candidates: Sequence[Sequence[str]], perplexities: Sequenc
 
 
 def student_pairs(prompts: Sequence[str], own: Sequence[str], hard_negatives: Sequence[str],
-                  best_teacher: Sequence[str], mutual_positives: bool = True, use_hard_negatives: bool = True) -> PairSet:
+                  best_teacher: Sequence[str] | None, mutual_positives: bool = True, use_hard_negatives: bool = True) -> PairSet:
+    """The student's pairs; `best_teacher` (the selected teacher answers) is used only with mutual positives."""
+    if mutual_positives and best_teacher is None:
+        raise ValueError("mutual positives need the selected teacher answers")
     chosen = best_teacher if mutual_positives else own
     rejected = hard_negatives if use_hard_negatives else own
     return _make(prompts, chosen, rejected)

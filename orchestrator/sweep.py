@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retry-failed", action="store_true", help="on resume, rerun trials that failed")
     parser.add_argument("--publish", metavar="DIR", help="also copy results.json to DIR/<name>.json")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every trial")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value may follow options
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:

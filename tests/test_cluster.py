@@ -80,12 +80,12 @@ def head():
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def submit(head, *args: str, timeout: float = 400) -> tuple[str, str]:
-    """`ray job submit` from the repo root; returns (final status, logs)."""
+def submit(head, *args: str, timeout: float = 400, module: str = "orchestrator.main") -> tuple[str, str]:
+    """`ray job submit ... -- python -m <module> <args>` from the repo root; returns (final status, logs)."""
     runtime_env = json.dumps({"excludes": [".git", ".venv", ".ci", "runs", "**/__pycache__", "*.egg-info"],
                               "env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}})
     cmd = [RAY, "job", "submit", "--address", head["dashboard"], "--working-dir", ".", "--no-wait",
-           "--runtime-env-json", runtime_env, "--", "python", "-m", "orchestrator.main", *args]
+           "--runtime-env-json", runtime_env, "--", "python", "-m", module, *args]
     for _ in range(60):  # right after start the head's job agent may not be registered yet
         out = subprocess.run(cmd, cwd=ROOT, env=head["env"], capture_output=True, text=True, timeout=120)
         if "No available agent" not in out.stderr:
@@ -151,6 +151,44 @@ def test_ray_client_drives_rounds_interactively(head, tmp_path, cache_dir):
     assert [r["round"] for r in rounds] == [0, 1, 2]
     assert set(rounds[2]["eval"]) == {"student", "teacher_0", "teacher_1"}  # the new teacher took part
     assert "teacher_1" not in rounds[1]["eval"]
+
+
+SWEEP = ["--grid", "rounds=0,1", "--seeds", "0", "--claim", "student.final >= student.round0", "--max-concurrent", "1",
+         *[o for o in TINY_RUN if o != "progress=false"], "teachers.count=1", "baselines.strong_ceiling=false"]
+
+
+def test_sweep_under_job_submit_runs_on_the_cluster(head, tmp_path, cache_dir):
+    sweep_dir = tmp_path / "job-sweep"
+    status, logs = submit(head, *SWEEP, "--output-dir", str(sweep_dir), f"cache_dir={cache_dir}",
+                          module="orchestrator.sweep")
+    assert status == "SUCCEEDED", logs[-3000:]
+    assert "Started a local Ray instance" not in logs
+    results = json.loads((sweep_dir / "results.json").read_text())
+    assert [t["status"] for t in results["trials"]] == ["done", "done"]
+    assert [len(t["per_round"]["student"]) for t in results["trials"]] == [1, 2]
+    assert "holds in" in logs
+
+
+def test_sweep_from_a_ray_client(head, tmp_path, cache_dir):
+    sweep_dir = tmp_path / "client-sweep"
+    script = textwrap.dedent(f"""
+        import json, ray
+        from orchestrator.sweep import run_sweep
+        from orchestrator.sweep_spec import SweepSpec, grid_settings, parse_claim
+        ray.init({head['client']!r}, runtime_env={{"working_dir": {str(ROOT)!r},
+                 "excludes": [".git", ".venv", ".ci", "runs", "**/__pycache__", "*.egg-info"]}})
+        spec = SweepSpec(name="client", settings=grid_settings(["rounds=0,1"]), seeds=[0],
+                         overrides={[*[o for o in TINY_RUN if o != "progress=false"], "teachers.count=1",
+                                     "baselines.strong_ceiling=false", f"cache_dir={cache_dir}"]!r},
+                         claims=[parse_claim("student.final >= student.round0")])
+        results = run_sweep(spec, {str(sweep_dir)!r}, max_concurrent=1)
+        print("RESULT " + json.dumps([t["status"] for t in results["trials"]]))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=head["env"], capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:]) == ["done", "done"]
+    assert json.loads((sweep_dir / "results.json").read_text())["claims"][0]["n"] == 1
 
 
 def test_cluster_launcher_config_passes_rays_schema():

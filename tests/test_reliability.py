@@ -117,3 +117,13 @@ def test_a_run_that_fails_midway_exits_1_with_one_line(tmp_path, cache_dir):
     errors = [line for line in out.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "StageError" in errors[0] and "no answer within 0.001s" in errors[0]
     assert "Traceback" not in out
+
+
+def test_a_model_that_cannot_load_is_bad_input_exit_2(tmp_path, cache_dir):
+    """Bad input found only once the run started (an agent's model cannot load) is still exit 2."""
+    proc = cli(*TINY, "rounds=1", f"output_dir={tmp_path / 'run'}", f"cache_dir={cache_dir}",
+               "student.name_or_path=no-such-org/no-such-model", "--quiet")
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 2, out[-2000:]
+    errors = [line for line in out.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "agent student could not start" in errors[0] and "no-such-org/no-such-model" in errors[0]

@@ -135,8 +135,10 @@ def test_sweep_runs_trials_reports_failures_and_resumes_without_redoing(tmp_path
         else:
             assert trial["status"] == "done", trial
             assert len(trial["per_round"]["student"]) == 2 and "student.final" in trial["metrics"]
-    for name, stamp in stamps.items():  # finished before the interruption: not redone
+    for name, stamp in stamps.items():  # finished before the interruption: not redone, not even started
         assert (runs / name / "summary.json").stat().st_mtime_ns == stamp
+        assert f"trial {name} done" not in out
+    assert sum(line.startswith("trial ") and " done: " in line for line in out.splitlines()) == 4 - len(first_done)
     (claim,) = results["claims"]  # in the first setting, counted over its finished seeds
     first = [by_id[f"teachers.count=1_student.name_or_path=tiny_test-strong-seed{s}"]["metrics"] for s in (0, 1)]
     assert claim["n"] == 2 and claim["holds"] == sum(m["student.final"] > m["student.round0"] for m in first)

@@ -99,11 +99,10 @@ class MACPO(Algorithm):
         learners = ctl.agents if ablation.teachers_learn else [STUDENT]
         gens = ctl.stage("generate", {a: calls.generate(prompts, self._sampling(1000 + index)) for a in ctl.agents}).results
         hard = self.hard_negatives
+        best = None  # without mutual positives nobody's answer is selected for the student
         if ablation.mutual_positives:
             best, sources = self._select(prompts, [gens[t] for t in teachers], "select_positives")
             ctl.log_event("positives", round=index, selected_from={teachers[k]: n for k, n in Counter(sources).items()})
-        else:
-            best = gens[STUDENT]
         pair_sets = {STUDENT: student_pairs(prompts, gens[STUDENT], hard[STUDENT], best,
                                             ablation.mutual_positives, ablation.hard_negatives)}
         for t in teachers:
