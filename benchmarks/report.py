@@ -18,6 +18,8 @@ project's venv, e.g. `python benchmarks/teacher_scaling.py`.
 | `sweeps/macpo_claims.yaml` | (run with `python -m orchestrator.sweep --spec benchmarks/sweeps/macpo_claims.yaml --publish benchmarks/results`) whether the default world shows MACPO's claims: student / teacher rewards over 5 seeds, K=1 vs K=3, ablations |
 | `sweeps/wspo_claims.yaml` | (same command) WSPO vs the student's SFT and DPO baselines and the weak aligned model over 5 seeds |
 | `sweeps/sweep_speed.yaml` | a 3-setting x 5-seed sweep of the default config: how long a sweep takes |
+| `sweeps/map_chosen_noise.yaml` | a slice of the map of the CPU world: noisy chosen answers in `D_w` x 1 or 3 teachers |
+| `sweeps/wspo_chosen_noise.yaml` | WSPO against its baselines when `D_w`'s chosen answers are noisy |
 | `reference_run.py` | the published reference run (default config, seed 0) and how far it moves with the thread count |
 | `teacher_scaling.py` | one MACPO round with 1, 2, 4, 8 teachers: wall time per stage, parallel efficiency, orchestration overhead |
 | `actor_overhead.py` | generate / train through `AgentActor` vs the plain `Agent` in-process; tokens/s |
@@ -90,7 +92,9 @@ def main() -> None:
                   "(`python benchmarks/reference_run.py --check`).", ""]
         lines += section_reference(data, load("reproducibility")) + [""]
     for name, title in (("macpo_claims", "MACPO on the default world"), ("wspo_claims", "WSPO on the default world"),
-                        ("sweep_speed", "Sweep speed: 3 settings x 5 seeds of the default config")):
+                        ("sweep_speed", "Sweep speed: 3 settings x 5 seeds of the default config"),
+                        ("map_chosen_noise", "Map slice: noisy chosen answers (task.chosen_noise=0.5) x teachers"),
+                        ("wspo_chosen_noise", "WSPO with noisy chosen answers (task.chosen_noise=0.5)")):
         if (data := load(name)):
             lines += section_sweep(data, title)
     if (data := load("teacher_scaling")):
