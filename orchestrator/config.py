@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from agents.config import (AgentConfigError, ModelSpec, RewardModelSpec, SamplingConfig, TrainConfig, validate_model_spec,
                            validate_reward_model, validate_sampling, validate_train)
-from orchestrator.typed_yaml import ConfigError, _build, _convert, build, parse_override, read_yaml_mapping  # noqa: F401
+from orchestrator.typed_yaml import ConfigError, build, convert_value, from_mapping, parse_override, read_yaml_mapping  # noqa: F401 - re-exported
 from tasks.config import TaskConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -149,7 +149,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
 
 def model_spec(value: ModelSpec | dict, key: str = "model") -> ModelSpec:
     """A validated ModelSpec from a dict (e.g. `add_teacher({"name_or_path": ..., "seed": 3})`)."""
-    spec = _convert(copy.deepcopy(value), ModelSpec, key)
+    spec = convert_value(copy.deepcopy(value), ModelSpec, key)
     try:
         validate_model_spec(spec, key)
     except AgentConfigError as exc:
@@ -159,7 +159,7 @@ def model_spec(value: ModelSpec | dict, key: str = "model") -> ModelSpec:
 
 def config_from_dict(data: dict) -> RunConfig:
     """Rebuild a RunConfig from `to_dict()` output (e.g. a run directory's config.yaml)."""
-    config = _build(RunConfig, copy.deepcopy(data))
+    config = from_mapping(RunConfig, copy.deepcopy(data))
     validate(config)
     return config
 

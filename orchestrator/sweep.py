@@ -107,7 +107,7 @@ def run_sweep(spec: SweepSpec, sweep_dir: str | Path, max_concurrent: int | None
     spec.validate()
     sweep_dir = Path(sweep_dir).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(sweep_dir / "spec.json", _spec_dict(spec))
+    write_json_atomic(sweep_dir / "spec.json", asdict(spec))
     configs = {name: load_config(spec.config, [*spec.overrides, *o]) for name, o in spec.settings.items()}
     # Tune's own loggers minus tensorboardX (not a dependency): JSON keeps each trial's time and last result
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -117,7 +117,7 @@ def run_sweep(spec: SweepSpec, sweep_dir: str | Path, max_concurrent: int | None
     start = time.perf_counter()
     try:
         trainable = tune.with_resources(
-            tune.with_parameters(run_trial, spec=_spec_dict(spec), sweep_dir=str(sweep_dir), cwd=os.getcwd()),
+            tune.with_parameters(run_trial, spec=asdict(spec), sweep_dir=str(sweep_dir), cwd=os.getcwd()),
             resources=lambda params: tune.PlacementGroupFactory(trial_bundles(configs[params["trial"]["setting"]])),
         )
         experiment = sweep_dir / "tune"
@@ -172,7 +172,7 @@ def collect(spec: SweepSpec, sweep_dir: Path, outcomes: dict[str, dict]) -> dict
                        baselines=summary.get("baselines", {}), pgr=summary.get("pgr"))
         trials.append(row)
     table, claims = aggregate(spec, trials)
-    return {"name": spec.name, "spec": _spec_dict(spec), "machine": machine(),
+    return {"name": spec.name, "spec": asdict(spec), "machine": machine(),
             "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "trials": trials, "table": table, "claims": claims}
 
 
@@ -191,10 +191,6 @@ def write_results(results: dict, sweep_dir: Path) -> None:
     write_json_atomic(sweep_dir / "results.json", results)
     (sweep_dir / "results.md").write_text(render_markdown(results))
     plot_rounds(results, sweep_dir / "plots" / "rewards_per_round.png")
-
-
-def _spec_dict(spec: SweepSpec) -> dict:
-    return asdict(spec)
 
 
 def _trial_name(trial: Any) -> str:

@@ -26,7 +26,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
-def _convert(value: Any, tp: Any, key: str) -> Any:
+def convert_value(value: Any, tp: Any, key: str) -> Any:
     """Check/convert `value` to the annotated type `tp`, naming `key` on failure."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -38,7 +38,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             if option is type(None):
                 continue
             try:
-                return _convert(value, option, key)
+                return convert_value(value, option, key)
             except ConfigError as exc:
                 errors.append(exc)
         raise errors[0]
@@ -47,12 +47,12 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return _build(tp, value, key)
+        return from_mapping(tp, value, key)
     if origin is list:
         (item_type,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}={value!r}: expected a list")
-        return [_convert(v, item_type, f"{key}.{i}") for i, v in enumerate(value)]
+        return [convert_value(v, item_type, f"{key}.{i}") for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -77,7 +77,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def _build(cls: type, data: dict, prefix: str = "") -> Any:
+def from_mapping(cls: type, data: dict, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -85,7 +85,7 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
         full = f"{prefix}.{key}" if prefix else str(key)
         if key not in names:
             raise ConfigError(f"{full}: unknown key (valid keys: {', '.join(sorted(names))})")
-        kwargs[key] = _convert(value, hints[key], full)
+        kwargs[key] = convert_value(value, hints[key], full)
     return cls(**kwargs)
 
 
@@ -145,4 +145,4 @@ def build(cls: type, data: dict, overrides: typing.Sequence[str] = ()) -> Any:
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(data, key, value)
-    return _build(cls, data)
+    return from_mapping(cls, data)
