@@ -136,6 +136,15 @@ class RunConfig:
     ray: RayConfig = field(default_factory=RayConfig)  # cluster, timeouts, failures
     progress: bool = True  # progress bars on a terminal
 
+    @property
+    def has_reward_model(self) -> bool:
+        return self.reward_model.name_or_path is not None
+
+    def actor_roles(self) -> list[str]:
+        """The `resources` role of every actor the run starts, in the order it starts them (the
+        student, the reward model if any, each teacher): what a sweep trial's bundles are sized on."""
+        return ["student"] + (["reward_model"] if self.has_reward_model else []) + ["teacher"] * self.teachers.count
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

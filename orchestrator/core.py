@@ -75,10 +75,6 @@ class OrchestratorCore:
     def agents(self) -> list[str]:
         return [STUDENT] + self.teachers
 
-    @property
-    def has_reward_model(self) -> bool:
-        return self.config.reward_model.name_or_path is not None
-
     def teacher_spec(self, name: str) -> ModelSpec:
         return self.teacher_specs[name]
 
@@ -93,13 +89,14 @@ class OrchestratorCore:
         return {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus}
 
     def start_agents(self, student: bool, teachers: list[tuple[str | None, ModelSpec]]) -> list[str]:
-        """Reserve resources for these agents as one placement group, then start their actors."""
+        """Reserve resources for these agents as one placement group, then start their actors (in
+        `config.actor_roles()` order: student, reward model, teachers)."""
         from orchestrator.placement import reserve
 
         wanted: dict[str, tuple[Any, dict]] = {}
         if student:
             wanted[STUDENT] = (self.config.student, self._resources("student"))
-            if self.has_reward_model:
+            if self.config.has_reward_model:
                 wanted[REWARD_MODEL] = (self.config.reward_model, self._resources("reward_model"))
         taken = set(self.teacher_specs)
         for name, spec in teachers:
@@ -191,7 +188,7 @@ class OrchestratorCore:
             self.run_dir.log("task", name=self.task.name, d_w=len(self.task.d_w), q_w2s=len(self.task.q_w2s),
                              test=len(self.task.test), stats=self.task.stats)
             self.start_agents(True, [(None, spec) for spec in self.config.teachers.resolved()])
-            judge = [REWARD_MODEL] if self.has_reward_model else []
+            judge = [REWARD_MODEL] if self.config.has_reward_model else []
             self.stage("load_models", {a: calls.info() for a in self.agents + judge})
             self.algorithm.initialise()
             self._finish_round(0, time.perf_counter() - start)

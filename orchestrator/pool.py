@@ -150,13 +150,9 @@ class AgentPool:
                 agent = pending.pop(ref)
                 try:
                     value, seconds, cpu_seconds = ray.get(ref, timeout=60)
-                except RayActorError as exc:
-                    if exc.actor_init_failed:  # its constructor raised (a bad model path...): a restart would too
+                except (RayActorError, GetTimeoutError) as exc:
+                    if getattr(exc, "actor_init_failed", False):  # its constructor raised (a bad model path...): a restart would too
                         raise AgentStartError(f"stage {stage}: agent {agent} could not start: {init_error_line(exc)}") from None
-                    self._recover(agent, stage, exc)
-                    submit(agent)
-                    continue
-                except GetTimeoutError as exc:
                     self._recover(agent, stage, exc)
                     submit(agent)
                     continue
@@ -166,7 +162,6 @@ class AgentPool:
                 if self.progress:
                     self.progress(stage, len(results))
         return StageResult(results, actor_s, time.perf_counter() - start, actor_cpu_s)
-
 
 
 def init_error_line(exc: RayActorError) -> str:

@@ -45,11 +45,7 @@ def trial_bundles(config: RunConfig) -> list[dict[str, float]]:
     from orchestrator.placement import bundle
 
     res = config.resources
-    bundles = [bundle({"num_cpus": res.orchestrator_cpus}), bundle(asdict(res.student))]
-    if config.reward_model.name_or_path is not None:
-        bundles.append(bundle(asdict(res.reward_model)))
-    bundles += [bundle(asdict(res.teacher)) for _ in range(config.teachers.count)]
-    return bundles
+    return [bundle({"num_cpus": res.orchestrator_cpus})] + [bundle(asdict(getattr(res, role))) for role in config.actor_roles()]
 
 
 def default_concurrency(configs) -> int | None:
@@ -61,8 +57,7 @@ def default_concurrency(configs) -> int | None:
 
     if any(c.resources.student.num_gpus or c.resources.teacher.num_gpus for c in configs):
         return None
-    busy = max((1 + c.teachers.count + (c.reward_model.name_or_path is not None)) * c.resources.torch_threads
-               for c in configs)
+    busy = max(len(c.actor_roles()) * c.resources.torch_threads for c in configs)
     return max(1, int(ray.cluster_resources().get("CPU", 1) // busy))
 
 
