@@ -23,6 +23,7 @@ project's venv, e.g. `python benchmarks/teacher_scaling.py`.
 | `reference_run.py` | the published reference run (default config, seed 0) and how far it moves with the thread count |
 | `teacher_scaling.py` | one MACPO round with 1, 2, 4, 8 teachers: wall time per stage, parallel efficiency, orchestration overhead |
 | `actor_overhead.py` | generate / train through `AgentActor` vs the plain `Agent` in-process; tokens/s |
+| `gpu_check.py` | the plain `Agent` (no Ray) on a CUDA GPU in bf16: log-probs against CPU float32, generation, a DPO and a MACPO step, tokens/s |
 """
 
 
@@ -84,6 +85,27 @@ def section_overhead(data: dict) -> list[str]:
     return lines + [""]
 
 
+def section_gpu(checks: list[dict]) -> list[str]:
+    """The plain Agent on a GPU: agreement with CPU float32 and throughput, one row per model size."""
+    lines = ["## GPU check (plain Agent, bf16 on CUDA)", "", machine_line(checks[0]), "",
+             "`python benchmarks/gpu_check.py [--hidden H --layers L]`: a random-initialised Llama with the "
+             "character tokenizer, LoRA r=16 on all linear layers, 256 prompts / pairs.", "",
+             "| model | checks | max rel. log-prob diff bf16 vs CPU fp32 | pair order agreement | max abs diff fp32 CUDA vs CPU "
+             "| generate tok/s | score tok/s | DPO train tok/s | MACPO train tok/s | peak GPU GiB |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for data in checks:
+        c, t = data["checks"], data["throughput"]
+        bf16 = c.get("logps_cuda_bfloat16_vs_cpu_float32", {})
+        fp32 = c.get("logps_cuda_float32_vs_cpu_float32", {})
+        passed = sum(x["ok"] for x in c.values())
+        lines.append(f"| {data['params'] / 1e6:.0f}M ({data['layers']} x {data['hidden']}) | {passed} of {len(c)} pass | "
+                     f"{bf16.get('max_rel_diff', float('nan')):.4f} | {bf16.get('pair_order_agreement', float('nan')):.3f} | "
+                     f"{fp32.get('max_abs_diff', float('nan')):.1e} | {t['generate_tokens_per_s']:.0f} | "
+                     f"{t['score_response_tokens_per_s']:.0f} | {t['train_dpo_tokens_per_s']:.0f} | "
+                     f"{t['train_macpo_tokens_per_s']:.0f} | {data['peak_gpu_memory_gib']:.1f} |")
+    return lines + [""]
+
+
 def main() -> None:
     lines = [INTRO]
     if (data := load("default_seed0_summary")):
@@ -101,6 +123,10 @@ def main() -> None:
         lines += section_scaling(data)
     if (data := load("actor_overhead")):
         lines += section_overhead(data)
+    if (checks := [d for d in (load("gpu_check"), load("gpu_check_large")) if d]):
+        lines += section_gpu(checks)
+    else:
+        lines += ["## GPU check", "", "`benchmarks/gpu_check.py` has not yet been run on a GPU.", ""]
     (HERE / "README.md").write_text("\n".join(lines))
     print("\n".join(lines))
     inject_into_project_readme()
