@@ -152,7 +152,7 @@ class MACPO(DPO):
 
     def preference_loss(self, policy_c, policy_r, ref_c, ref_r, chosen_means, cfg):
         return macpo_loss(policy_c, policy_r, ref_c, ref_r, chosen_means, beta=cfg.beta, gamma=cfg.nll_weight,
-                          loss_type=cfg.loss_type)
+                          loss_type=cfg.loss_type, label_smoothing=cfg.label_smoothing)
 
 
 OBJECTIVES: dict[str, Objective] = {o.name: o for o in (SFT(), DPO(), MACPO(), WSPO())}

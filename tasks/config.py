@@ -14,7 +14,10 @@ from tasks.errors import BadInput
 
 TASK_NAMES = ("synthetic", "hh_rlhf", "pku_saferlhf", "trl")
 SYNTHETIC_OPS = ("reverse", "sort", "count")
-LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
+# a local data file is one of these formats (the `datasets` builder that reads it) ...
+DATA_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
+# ... optionally compressed (read through fsspec's decompressors, as `datasets` does)
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
 _LOWERCASE = set("abcdefghijklmnopqrstuvwxyz")
 
 
@@ -26,10 +29,22 @@ class TaskDataError(BadInput, ValueError):
     """A bad data file or row; the message names the file (or hub id) and the line or row."""
 
 
+def data_file_format(path: str) -> tuple[str, str | None] | None:
+    """(datasets builder, compression) of a data file name, e.g. train.jsonl.gz -> ("json", "gzip");
+    None when the name is not a supported data file."""
+    lower = path.lower()
+    compression = next((name for ext, name in COMPRESSIONS.items() if lower.endswith(ext)), None)
+    if compression:
+        lower = lower[: lower.rfind(".")]
+    builder = next((b for ext, b in DATA_FORMATS.items() if lower.endswith(ext)), None)
+    return (builder, compression) if builder else None
+
+
 def looks_local(path: str) -> bool:
     """A path the user means as a file on this machine (not a hub id): it exists, has a data-file
     suffix, or is written as a path. Shared by validation and the loaders so both agree."""
-    return os.path.exists(path) or path.endswith(LOCAL_SUFFIXES) or path.startswith(("/", "./", "../", "~"))
+    return (os.path.exists(path) or data_file_format(path) is not None
+            or path.startswith(("/", "./", "../", "~")))
 
 
 @dataclass
@@ -37,7 +52,9 @@ class TaskConfig:
     """Which data a run uses and how it is split into D_w, Q_w2s and test."""
 
     name: str = "synthetic"  # synthetic | hh_rlhf | pku_saferlhf | trl
-    path: str | None = None  # hub id or local .json/.jsonl/.parquet file (real tasks)
+    path: str | None = None  # hub id or local data file: .json/.jsonl/.parquet/.csv/.arrow, optionally .gz/.bz2/.xz/.zst
+    subset: str | None = None  # hub dataset configuration (load_dataset's `name`), e.g. PKU-SafeRLHF "default"
+    data_dir: str | None = None  # folder inside a hub dataset, e.g. Anthropic/hh-rlhf "helpful-base"
     train_split: str = "train"  # hub/directory split halved into D_w and Q_w2s
     test_split: str = "test"  # hub/directory split evaluated every round
     n_labelled: int = 256  # D_w size (real data: cap, 0 = half of train)
@@ -101,10 +118,18 @@ class TaskConfig:
 
     def _validate_real(self, bad) -> None:
         if not self.path or not isinstance(self.path, str):
-            bad("path", self.path, f"task {self.name} needs a hub id or a local .json/.jsonl/.parquet file")
+            bad("path", self.path, f"task {self.name} needs a hub id or a local data file ({', '.join(DATA_FORMATS)}, "
+                                   f"optionally {', '.join(COMPRESSIONS)})")
+        for key in ("subset", "data_dir"):
+            if getattr(self, key) is not None and not (isinstance(getattr(self, key), str) and getattr(self, key)):
+                bad(key, getattr(self, key), "must be a non-empty string or null")
         if looks_local(self.path):
             local = os.path.expanduser(self.path)
             if not os.path.exists(local):
                 bad("path", self.path, "file not found")
-            if os.path.isfile(local) and not local.endswith(LOCAL_SUFFIXES):
-                bad("path", self.path, "unsupported file type; use .json, .jsonl or .parquet")
+            if os.path.isfile(local) and data_file_format(local) is None:
+                bad("path", self.path, f"unsupported file type; use {', '.join(DATA_FORMATS)}, optionally compressed "
+                                       f"({', '.join(COMPRESSIONS)})")
+            if os.path.isfile(local) and (self.subset or self.data_dir):
+                bad("subset" if self.subset else "data_dir", self.subset or self.data_dir,
+                    "applies to hub datasets and directories, not to a single file")

@@ -1,7 +1,9 @@
 """Real preference datasets through `datasets`: HH-RLHF, PKU-SafeRLHF and TRL's generic format.
 
-A path that exists, ends in .json/.jsonl/.parquet or is written as a path is local; anything else
-is a hub id (a local directory is loaded like a hub id, with its own splits). Every row is parsed
+A path that exists, ends in a data-file suffix (.json/.jsonl/.parquet/.csv/.arrow, optionally
+compressed .gz/.bz2/.xz/.zst, as HH-RLHF's own train.jsonl.gz) or is written as a path is local;
+anything else is a hub id, optionally with a subset (configuration) and a data_dir (a local
+directory is loaded like a hub id, with its own splits). Every row is parsed
 into a PreferenceExample; a malformed row either stops the run with the file and line/row number
 (`on_bad_row: error`) or is skipped and counted in `stats` (`skip`): nothing is dropped silently.
 
@@ -11,6 +13,7 @@ Splits follow the MACPO paper: the training rows, shuffled by the run's seed, ar
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -18,12 +21,11 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from tasks.config import LOCAL_SUFFIXES, TaskConfig, TaskConfigError, TaskDataError, looks_local
+from tasks.config import COMPRESSIONS, DATA_FORMATS, TaskConfig, TaskConfigError, TaskDataError, data_file_format, looks_local
 from tasks.types import PreferenceExample, TaskData
 
 ASSISTANT = "\n\nAssistant:"
 HUMAN = "\n\nHuman:"
-LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 HELD_OUT_FRACTION = 0.1  # a local file has no test split: its last 10% of rows are held out
 TEST_SAMPLE_SEED = 0  # the n_test cap samples with this fixed seed so every run seed sees one test set
 MAX_REASONS = 5  # skipped rows keep this many example reasons in stats
@@ -208,14 +210,23 @@ def _quiet_json_builder() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _line_numbers(path: str) -> list[int]:
+def _open(path: str, compression: str | None):
+    """The file's decompressed bytes (fsspec's codecs, the ones `datasets` reads it with)."""
+    import fsspec
+
+    handle = fsspec.open(path, "rb", compression=compression).open()
+    # zstandard's reader cannot iterate lines itself; a buffer over it can (and costs nothing elsewhere)
+    return io.BufferedReader(handle) if compression == "zstd" else handle
+
+
+def _line_numbers(path: str, compression: str | None) -> list[int]:
     """1-based numbers of the non-blank lines: pyarrow skips blank lines, so row i is line[i]."""
-    with open(path, "rb") as handle:
+    with _open(path, compression) as handle:
         return [i for i, line in enumerate(handle, start=1) if line.strip()]
 
 
-def _is_json_array(path: str) -> bool:
-    with open(path, "rb") as handle:
+def _is_json_array(path: str, compression: str | None) -> bool:
+    with _open(path, compression) as handle:
         for chunk in iter(lambda: handle.read(4096), b""):
             stripped = chunk.lstrip()
             if stripped:
@@ -223,10 +234,11 @@ def _is_json_array(path: str) -> bool:
     return False
 
 
-def _read_json_lines(path: str, source: str, on_bad_row: str) -> Iterator[tuple[str, dict | BadRowError]]:
+def _read_json_lines(path: str, compression: str | None, source: str,
+                     on_bad_row: str) -> Iterator[tuple[str, dict | BadRowError]]:
     """Stdlib fallback for JSON lines `datasets` refused: finds the broken line and, in skip mode,
     keeps every readable one."""
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    with io.TextIOWrapper(_open(path, compression), encoding="utf-8", errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -250,12 +262,16 @@ def _load_local(path: str, source: str, on_bad_row: str) -> RawRows:
     local = os.path.expanduser(path)
     if not os.path.isfile(local):
         raise TaskConfigError(f"task.path={path!r}: file not found")
-    ext = os.path.splitext(local)[1]
-    if ext not in LOCAL_BUILDERS:
-        raise TaskConfigError(f"task.path={path!r}: unsupported file type {ext!r} (use {', '.join(LOCAL_SUFFIXES)})")
-    builder = LOCAL_BUILDERS[ext]
-    json_lines = builder == "json" and not _is_json_array(local)
-    lines = _line_numbers(local) if json_lines else []
+    fmt = data_file_format(local)
+    if fmt is None:
+        raise TaskConfigError(f"task.path={path!r}: unsupported file type (use {', '.join(DATA_FORMATS)}, "
+                              f"optionally compressed {', '.join(COMPRESSIONS)})")
+    builder, compression = fmt
+    try:
+        json_lines = builder == "json" and not _is_json_array(local, compression)
+        lines = _line_numbers(local, compression) if json_lines else []
+    except (OSError, EOFError, ValueError) as exc:  # a corrupt archive, or a codec that is not installed
+        raise TaskDataError(f"{source}: cannot be decompressed as {compression}: {_first_line(exc)}") from None
     if os.path.getsize(local) == 0 or (json_lines and not lines):
         raise TaskDataError(f"{source}: empty file")
     try:
@@ -265,7 +281,7 @@ def _load_local(path: str, source: str, on_bad_row: str) -> RawRows:
         if not json_lines:
             raise TaskDataError(f"{source}: cannot be read as {builder}: {_first_line(exc)}") from None
         # find the line pyarrow choked on (or, in skip mode, read around it) with the stdlib
-        rows = list(_read_json_lines(local, source, on_bad_row))
+        rows = list(_read_json_lines(local, compression, source, on_bad_row))
         return RawRows(source, iter(rows), len(rows))
     if len(table) == 0:
         raise TaskDataError(f"{source}: empty file (no rows)")
@@ -275,22 +291,25 @@ def _load_local(path: str, source: str, on_bad_row: str) -> RawRows:
     return RawRows(source, ((where(i), row) for i, row in enumerate(table)), len(table))
 
 
-def _load_hub(path: str, split: str) -> RawRows:
+def _load_hub(path: str, split: str, subset: str | None = None, data_dir: str | None = None) -> RawRows:
     import datasets
 
-    source = f"{path}[{split}]"
+    where = "/".join(x for x in (subset, data_dir) if x)
+    name = f"{path}:{where}" if where else path
+    source = f"{name}[{split}]"
     try:
-        table = datasets.load_dataset(os.path.expanduser(path), split=split)
+        table = datasets.load_dataset(os.path.expanduser(path), subset, data_dir=data_dir, split=split)
     except Exception as exc:  # noqa: BLE001 - offline cache misses, unknown ids and splits alike
-        raise TaskDataError(f"dataset {path!r} split {split!r} cannot be loaded: {_first_line(exc)}") from None
+        raise TaskDataError(f"dataset {name!r} split {split!r} cannot be loaded: {_first_line(exc)}") from None
     if len(table) == 0:
         raise TaskDataError(f"{source}: empty dataset (no rows)")
     return RawRows(source, ((f"row {i + 1}", row) for i, row in enumerate(table)), len(table))
 
 
-def load_rows(path: str, split: str, on_bad_row: str = "error") -> RawRows:
-    """Rows of a local .json/.jsonl/.parquet file (`split` unused: a file is one split) or of a hub
-    dataset split, read with `datasets.load_dataset`.
+def load_rows(path: str, split: str, on_bad_row: str = "error", subset: str | None = None,
+              data_dir: str | None = None) -> RawRows:
+    """Rows of a local data file (`split` unused: a file is one split) or of a hub dataset split
+    (of `subset` / `data_dir` when given), read with `datasets.load_dataset`.
 
     Missing file -> TaskConfigError naming it; empty file or dataset -> TaskDataError naming it;
     a JSON line that cannot be read -> TaskDataError naming file and line (error mode) or a
@@ -298,7 +317,7 @@ def load_rows(path: str, split: str, on_bad_row: str = "error") -> RawRows:
     """
     if is_local(path):
         return _load_local(path, path, on_bad_row)
-    return _load_hub(path, split)
+    return _load_hub(path, split, subset, data_dir)
 
 
 # ---------------------------------------------------------------------------------------- parsing
@@ -382,8 +401,8 @@ def load_real_task(cfg: TaskConfig, seed: int) -> TaskData:
         train, test = rows[:-n_held], rows[-n_held:]
         stats["test_from"] = f"last {n_held} rows of {cfg.path}"
     else:
-        train = parse_rows(load_rows(cfg.path, cfg.train_split, cfg.on_bad_row), cfg, stats)
-        test = parse_rows(load_rows(cfg.path, cfg.test_split, cfg.on_bad_row), cfg, stats)
+        train = parse_rows(load_rows(cfg.path, cfg.train_split, cfg.on_bad_row, cfg.subset, cfg.data_dir), cfg, stats)
+        test = parse_rows(load_rows(cfg.path, cfg.test_split, cfg.on_bad_row, cfg.subset, cfg.data_dir), cfg, stats)
         stats["test_from"] = f"{cfg.path}[{cfg.test_split}]"
     test = _sample_test(test, cfg.n_test)
 

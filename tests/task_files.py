@@ -13,6 +13,24 @@ def write_jsonl(path: Path, rows: list, blank_after: int | None = None) -> str:
     return str(path)
 
 
+def write_compressed(path: Path, rows: list) -> str:
+    """JSON lines compressed by the file's suffix (.gz, .bz2, .xz, .zst), as HH-RLHF ships them."""
+    import bz2
+    import gzip
+    import lzma
+
+    data = ("\n".join(json.dumps(r) if not isinstance(r, str) else r for r in rows) + "\n").encode()
+    suffix = path.suffix
+    if suffix == ".zst":
+        import zstandard
+
+        packed = zstandard.ZstdCompressor().compress(data)
+    else:
+        packed = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}[suffix](data)
+    path.write_bytes(packed)
+    return str(path)
+
+
 def hh_row(i: int, turns: int = 1) -> dict:
     history = "".join(f"\n\nHuman: q{i}.{t}\n\nAssistant: a{i}.{t}" for t in range(turns - 1))
     prefix = f"{history}\n\nHuman: last {i}\n\nAssistant:"

@@ -73,7 +73,8 @@ def test_missing_config_file_and_bad_yaml(tmp_path):
         load_config(bad)
 
 
-@pytest.mark.parametrize("name", ["default", "wspo_default", "macpo_hh_rlhf", "macpo_pku_saferlhf", "wspo_hh_rlhf"])
+@pytest.mark.parametrize("name", ["default", "wspo_default", "macpo_hh_helpful", "macpo_hh_harmless", "macpo_pku_saferlhf",
+                                  "wspo_hh_rlhf"])
 def test_shipped_configs_load_and_resolve(name):
     cfg = load_config(CONFIG_DIR / f"{name}.yaml")
     assert cfg.teachers.resolved()
@@ -83,7 +84,18 @@ def test_shipped_configs_load_and_resolve(name):
         assert cfg.student.lora.r == 8 and cfg.student.lora.alpha == 16
         assert cfg.sampling.temperature == 0.95 and cfg.sampling.top_p == 0.7 and cfg.sampling.top_k == 50
         assert cfg.student.template == ("vicuna" if "hh" in name else "alpaca")
-    if name == "macpo_hh_rlhf":
+        # the official scripts' schedule: SFT effective batch 32, DPO rounds batch 16 without warm-up
+        for key in ("teacher_sft", "negative_sft", "student_sft"):
+            stage = getattr(cfg.train, key)
+            assert stage.batch_size * stage.grad_accum == 32 and stage.lr == 5e-5
+        for key in ("teacher_macpo", "student_macpo"):
+            stage = getattr(cfg.train, key)
+            assert stage.warmup_ratio == 0.0 and stage.batch_size == 16 and stage.lr == 1e-5
+        # the paper's split sizes: 5k labelled / 5k unlabelled, 2k (HH) or 1k (PKU) test
+        assert (cfg.task.n_labelled, cfg.task.n_unlabelled) == (5000, 5000)
+        assert cfg.task.n_test == (2000 if "hh" in name else 1000)
+    if name.startswith("macpo_hh"):
+        assert cfg.task.data_dir == name.removeprefix("macpo_hh_") + "-base"
         assert cfg.reward_model.name_or_path and cfg.reward_model.pair_input
     if name == "wspo_hh_rlhf":
         assert cfg.train.wspo.lr == 5e-6 and cfg.train.wspo.epochs == 3 and cfg.train.wspo.batch_size == 8

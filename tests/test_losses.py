@@ -126,6 +126,24 @@ def test_macpo_is_dpo_plus_gamma_nll():
         macpo_loss(*args, avg, gamma=-1)
 
 
+def test_macpo_honours_label_smoothing_in_its_dpo_term():
+    """`label_smoothing` with `macpo` is applied (it used to be ignored silently), through the
+    objective the Agent trains with too."""
+    from agents.config import TrainConfig
+    from agents.objectives import get_objective
+
+    args = (t(-1.0, -4.0), t(-3.0, -2.0), t(-2.0, -3.0), t(-2.5, -2.0))
+    avg = t(-0.5, -2.0)
+    smoothed_dpo, _, _ = dpo_loss(*args, beta=0.1, label_smoothing=0.2)
+    macpo, _, _ = macpo_loss(*args, avg, beta=0.1, gamma=0.2, label_smoothing=0.2)
+    assert macpo.tolist() == pytest.approx((smoothed_dpo + 0.2 * t(0.5, 2.0)).tolist())
+    cfg = TrainConfig(beta=0.1, nll_weight=0.2, label_smoothing=0.2)
+    through_objective, _, _ = get_objective("macpo").preference_loss(*args, avg, cfg)
+    assert through_objective.tolist() == pytest.approx(macpo.tolist())
+    plain, _, _ = get_objective("macpo").preference_loss(*args, avg, TrainConfig(beta=0.1, nll_weight=0.2))
+    assert plain.tolist() != pytest.approx(macpo.tolist())
+
+
 def test_macpo_nll_term_has_gradient():
     avg = t(-1.0).requires_grad_()
     loss, _, _ = macpo_loss(t(0.0), t(0.0), t(0.0), t(0.0), avg, gamma=0.2)

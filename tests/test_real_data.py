@@ -11,7 +11,7 @@ from tasks import (PreferenceExample, TaskConfig, TaskConfigError, TaskDataError
                    load_task)
 from tasks.real import BadRowError, load_rows, parse_hh, parse_pku, parse_trl
 
-from tests.task_files import hh_row, pku_row, trl_row, write_jsonl
+from tests.task_files import hh_row, pku_row, trl_row, write_compressed, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -216,6 +216,63 @@ def test_missing_file_and_too_few_rows(tmp_path):
     two = write_jsonl(tmp_path / "two.jsonl", [trl_row(0), trl_row(1)])
     with pytest.raises(TaskDataError, match="2 usable rows; need at least 3"):
         load_task(TaskConfig(name="trl", path=two), 0)
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz", ".zst"])
+def test_compressed_json_lines_like_hh_rlhf_files(tmp_path, suffix):
+    """HH-RLHF ships train.jsonl.gz; every compression `datasets` reads is accepted, and a broken line
+    inside the archive is still named by file and line."""
+    path = write_compressed(tmp_path / f"train.jsonl{suffix}", [hh_row(i) for i in range(20)])
+    task = load_task(TaskConfig(name="hh_rlhf", path=path, n_labelled=0, n_unlabelled=0, n_test=0), seed=0)
+    assert task.stats["sizes"] == {"d_w": 9, "q_w2s": 9, "test": 2}
+    assert all(ex.chosen.startswith("good") for ex in task.d_w)
+    broken = write_compressed(tmp_path / f"broken.jsonl{suffix}", [hh_row(0), hh_row(1), "{not json", hh_row(3)])
+    with pytest.raises(TaskDataError, match=rf"broken\.jsonl\{suffix} line 3: not a JSON object"):
+        load_task(TaskConfig(name="hh_rlhf", path=broken), seed=0)
+
+
+def test_csv_and_arrow_files(tmp_path):
+    import datasets
+
+    rows = [trl_row(i) for i in range(12)]
+    csv = tmp_path / "trl.csv"
+    datasets.Dataset.from_list(rows).to_csv(str(csv), index=False)
+    arrow_dir = tmp_path / "arrow"
+    datasets.Dataset.from_list(rows).save_to_disk(str(arrow_dir))
+    arrow = next(arrow_dir.glob("*.arrow"))
+    for path in (csv, arrow):
+        task = load_task(TaskConfig(name="trl", path=str(path), n_labelled=0, n_unlabelled=0, n_test=0), seed=0)
+        assert task.stats["sizes"] == {"d_w": 5, "q_w2s": 6, "test": 1}, path.suffix
+
+
+def test_corrupt_archive_and_unsupported_type_are_one_line(tmp_path):
+    corrupt = tmp_path / "train.jsonl.gz"
+    corrupt.write_bytes(b"this is not gzip data")
+    with pytest.raises(TaskDataError, match=r"train\.jsonl\.gz: cannot be decompressed as gzip"):
+        load_task(TaskConfig(name="hh_rlhf", path=str(corrupt)), seed=0)
+    text = tmp_path / "train.txt"
+    text.write_text("hello\n")
+    with pytest.raises(TaskConfigError, match=r"task\.path=.*train\.txt.*unsupported file type"):
+        TaskConfig(name="hh_rlhf", path=str(text)).validate()
+
+
+def test_subset_folder_of_a_dataset_directory(tmp_path):
+    """Anthropic/hh-rlhf keeps its subsets in folders (helpful-base/, harmless-base/ with
+    train.jsonl.gz and test.jsonl.gz); `task.data_dir` picks one, as the MACPO paper runs them."""
+    root = tmp_path / "hh-rlhf"
+    for subset, offset in (("helpful-base", 0), ("harmless-base", 100)):
+        (root / subset).mkdir(parents=True)
+        write_compressed(root / subset / "train.jsonl.gz", [hh_row(offset + i) for i in range(10)])
+        write_compressed(root / subset / "test.jsonl.gz", [hh_row(offset + 50 + i) for i in range(4)])
+    task = load_task(TaskConfig(name="hh_rlhf", path=str(root), data_dir="harmless-base", n_labelled=0,
+                                n_unlabelled=0, n_test=0), seed=0)
+    assert task.stats["sizes"] == {"d_w": 5, "q_w2s": 5, "test": 4}
+    assert all(int(ex.chosen.split()[-1]) >= 100 for ex in task.d_w + task.test)
+    assert set(task.stats["sources"]) == {f"{root}:harmless-base[train]", f"{root}:harmless-base[test]"}
+    with pytest.raises(TaskConfigError, match=r"task\.data_dir='harmless-base': applies to hub datasets"):
+        TaskConfig(name="hh_rlhf", path=str(root / "helpful-base" / "train.jsonl.gz"), data_dir="harmless-base").validate()
+    with pytest.raises(TaskDataError, match=r"hh-rlhf:no-such-base'? split 'train' cannot be loaded"):
+        load_task(TaskConfig(name="hh_rlhf", path=str(root), data_dir="no-such-base"), seed=0)
 
 
 def test_local_dataset_directory_uses_its_splits(tmp_path):

@@ -50,8 +50,8 @@ def test_task_config_accepts_defaults_and_real_settings(tmp_path):
     TaskConfig(name="trl", path=write_jsonl(tmp_path / "x.jsonl", [trl_row(0)]), n_labelled=0, n_unlabelled=0,
                n_test=0, preference="safe", on_bad_row="skip").validate()
     TaskConfig(name="hh_rlhf", path="Anthropic/hh-rlhf").validate()  # a hub id is not checked offline
-    csv = tmp_path / "x.csv"
-    csv.write_text("a,b\n")
+    csv = tmp_path / "x.tsv"
+    csv.write_text("a\tb\n")
     with pytest.raises(TaskConfigError, match="unsupported file type"):
         TaskConfig(name="trl", path=str(csv)).validate()
 
