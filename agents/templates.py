@@ -2,8 +2,14 @@
 
 The MACPO paper uses the vicuna template for HH-RLHF and alpaca for PKU-SafeRLHF; the synthetic
 task uses the prompt as it is (`plain`), since its tiny bases were pre-trained on raw prompts.
+
+An HH-RLHF prompt is a transcript ("Human: ...\n\nAssistant: ...\n\nHuman: ...\n\nAssistant:"). A
+template with its own role names renders it in them, as the MACPO authors' data does for vicuna
+("USER: q1 ASSISTANT: a1 USER: q2 ASSISTANT:"), so the model never sees "Assistant: ASSISTANT:".
 """
 from __future__ import annotations
+
+import re
 
 TEMPLATES: dict[str, str] = {
     "plain": "{prompt}",
@@ -17,11 +23,35 @@ TEMPLATES: dict[str, str] = {
     ),
 }
 
+# templates whose wrapper names the speakers: (user, assistant) as the wrapper writes them
+ROLES: dict[str, tuple[str, str]] = {"vicuna": ("USER:", "ASSISTANT:")}
+_HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):")
+
+
+def transcript_turns(prompt: str) -> list[tuple[str, str]] | None:
+    """[(speaker, text), ...] of an HH transcript that ends on an open Assistant turn, else None."""
+    if not prompt.startswith("Human:") or not prompt.rstrip().endswith("\n\nAssistant:"):
+        return None
+    marks = list(_HH_TURN.finditer(prompt.rstrip()))
+    turns = [(m.group(1), prompt[m.end(): marks[i + 1].start() if i + 1 < len(marks) else None].strip())
+             for i, m in enumerate(marks)]
+    return turns[:-1]  # the last one is the open Assistant turn the template itself opens
+
+
+def _in_roles(turns: list[tuple[str, str]], user: str, assistant: str) -> str:
+    """The dialogue inside a "{user} {prompt} {assistant}" wrapper: its first user role is the wrapper's."""
+    parts = [turns[0][1]]
+    for speaker, text in turns[1:]:
+        parts.append(f"{user if speaker == 'Human' else assistant} {text}")
+    return " ".join(parts)
+
 
 def apply_template(name: str, prompt: str) -> str:
-    """Wrap `prompt` in the template called `name`."""
+    """Wrap `prompt` in the template called `name` (an HH transcript in the template's roles)."""
     try:
         template = TEMPLATES[name]
     except KeyError:
         raise ValueError(f"unknown template {name!r}; choose one of {sorted(TEMPLATES)}") from None
+    if name in ROLES and (turns := transcript_turns(prompt)):
+        prompt = _in_roles(turns, *ROLES[name])
     return template.replace("{prompt}", prompt)

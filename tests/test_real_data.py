@@ -312,3 +312,16 @@ def test_too_long_prompts_are_counted(tmp_path):
     rows = [{"prompt": "p" * (5 if i % 2 else 50), "chosen": "a", "rejected": "b"} for i in range(20)]
     task = load_task(TaskConfig(name="trl", path=write_jsonl(tmp_path / "t.jsonl", rows), max_prompt_chars=10), seed=0)
     assert task.stats["too_long"] == 10
+
+
+def test_hh_transcripts_render_in_the_vicuna_roles():
+    """As the MACPO authors' data: HH's Human/Assistant turns become USER/ASSISTANT inside the vicuna
+    wrapper, with no "Assistant: ASSISTANT:" and no Human: left; other templates keep the transcript."""
+    from agents.templates import apply_template
+
+    prompt = parse_hh(hh_row(7, turns=3), TaskConfig()).prompt
+    text = apply_template("vicuna", prompt)
+    assert text.endswith("USER: q7.0 ASSISTANT: a7.0 USER: q7.1 ASSISTANT: a7.1 USER: last 7 ASSISTANT:")
+    assert "Human:" not in text and "Assistant:" not in text and text.count("USER:") == 3
+    assert apply_template("plain", prompt) == prompt
+    assert apply_template("vicuna", "reverse: abc").endswith("USER: reverse: abc ASSISTANT:")
