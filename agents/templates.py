@@ -1,6 +1,7 @@
 """Prompt templates: how a task prompt is wrapped before the model sees it.
 
-The MACPO paper uses the vicuna template for HH-RLHF and alpaca for PKU-SafeRLHF; the synthetic
+The MACPO paper uses the vicuna template for HH-RLHF and alpaca for PKU-SafeRLHF, the WSPO code
+Qwen's chat template (`qwen`, ChatML as in LLaMA-Factory, with its default system line); the synthetic
 task uses the prompt as it is (`plain`), since its tiny bases were pre-trained on raw prompts.
 
 An HH-RLHF prompt is a transcript ("Human: ...\n\nAssistant: ...\n\nHuman: ...\n\nAssistant:"). A
@@ -21,10 +22,17 @@ TEMPLATES: dict[str, str] = {
         "Below is an instruction that describes a task. Write a response that appropriately "
         "completes the request.\n\n### Instruction:\n{prompt}\n\n### Response:\n"
     ),
+    "qwen": (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{prompt}<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    ),
 }
 
-# templates whose wrapper names the speakers: (user, assistant) as the wrapper writes them
-ROLES: dict[str, tuple[str, str]] = {"vicuna": ("USER:", "ASSISTANT:")}
+# templates whose wrapper names the speakers: what opens a user turn and an assistant turn inside it
+ROLES: dict[str, tuple[str, str]] = {
+    "vicuna": (" USER: ", " ASSISTANT: "),
+    "qwen": ("<|im_end|>\n<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n"),
+}
 _HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):")
 
 
@@ -39,11 +47,8 @@ def transcript_turns(prompt: str) -> list[tuple[str, str]] | None:
 
 
 def _in_roles(turns: list[tuple[str, str]], user: str, assistant: str) -> str:
-    """The dialogue inside a "{user} {prompt} {assistant}" wrapper: its first user role is the wrapper's."""
-    parts = [turns[0][1]]
-    for speaker, text in turns[1:]:
-        parts.append(f"{user if speaker == 'Human' else assistant} {text}")
-    return " ".join(parts)
+    """The dialogue inside a wrapper that opens the first user turn and the final assistant turn itself."""
+    return turns[0][1] + "".join((user if speaker == "Human" else assistant) + text for speaker, text in turns[1:])
 
 
 def apply_template(name: str, prompt: str) -> str:

@@ -54,8 +54,11 @@ class TrainingConfig:
     teacher_macpo: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-5, warmup_ratio=0.1))
     # MACPO rounds: the student's macpo_loss on (best teacher answer, own hard negative)
     student_macpo: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-5, warmup_ratio=0.1))
-    # WSPO: the weak model's DPO on D_w pairs (weak reference -> weak aligned)
-    weak_dpo: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-6, epochs=1))
+    # WSPO: the weak model's DPO on D_w pairs (weak reference -> weak aligned); with
+    # wspo.weak_reference=sft it is referenced to the weak SFT model (round_start), as the paper's code
+    weak_dpo: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-6, epochs=1, reference="round_start"))
+    # WSPO with wspo.strong_sft: the student's SFT on D_w chosen, its start and reference
+    strong_sft: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, epochs=3))
     # WSPO: the student's wspo_loss (also the budget of its SFT-on-chosen baseline)
     wspo: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-6, epochs=3, batch_size=8, warmup_ratio=0.1, shift_scale=0.1))
     # WSPO: the student's DPO baseline on the same D_w pairs
@@ -78,12 +81,22 @@ class BaselinesConfig:
 
 @dataclass
 class WspoConfig:
-    """WSPO's weak pair: `sft` = weak reference is the weak SFT model, aligned = SFT then DPO (the
-    paper's code, where SFT is general instruction tuning); `base` = weak reference is the weak base
-    (adapter disabled), aligned = SFT then DPO on D_w - for tasks where D_w's SFT is itself the
-    alignment, as in the synthetic world (refusing is learned from D_w chosen)."""
+    """Where WSPO's two sides start.
+
+    Weak side: `weak_reference: sft` = the shift is weak SFT model -> weak aligned (SFT then DPO,
+    the DPO referenced to the SFT model: `train.weak_dpo.reference: round_start`), as the paper's
+    code; `base` = the shift is weak base (adapter disabled) -> SFT then DPO on D_w, for tasks where
+    D_w's SFT is itself the alignment, as in the synthetic world (refusing is learned from D_w
+    chosen). `weak_sft: false` takes the weak model as loaded for its SFT model (an Instruct
+    checkpoint, as the official example's Qwen2-1.5B-Instruct): no SFT stage.
+    Strong side: the paper starts from, and references to, an SFT model: either load one (the
+    official example: Qwen2-7B-Instruct, `strong_sft: false`, reference = the model as loaded) or
+    `strong_sft: true`: SFT the student on D_w chosen first (`train.strong_sft`); WSPO and both
+    baselines then start from it and are referenced to it (`reference: round_start`)."""
 
     weak_reference: str = "sft"  # sft | base
+    weak_sft: bool = True  # SFT the weak model on D_w chosen before its DPO (false: it is an SFT model already)
+    strong_sft: bool = False  # SFT the student on D_w chosen first and use it as start and reference
 
 
 @dataclass
@@ -214,8 +227,26 @@ def validate(config: RunConfig) -> None:
     _check(config.resources.torch_threads >= 1, "resources.torch_threads", config.resources.torch_threads, "must be >= 1")
     _check(config.wspo.weak_reference in ("sft", "base"), "wspo.weak_reference", config.wspo.weak_reference,
            "choose sft or base")
+    if config.algorithm == "wspo":
+        _validate_wspo_references(config)
     _check(config.ray.stage_timeout_s > 0, "ray.stage_timeout_s", config.ray.stage_timeout_s, "must be > 0")
     _check(config.ray.max_failures >= 0, "ray.max_failures", config.ray.max_failures, "must be >= 0")
+
+
+def _validate_wspo_references(config: RunConfig) -> None:
+    """Each WSPO training stage must be referenced to the model its side starts from, or the shift
+    the student copies is not the one the weak DPO learned (or its own shift is measured from the
+    wrong place)."""
+    train, wspo = config.train, config.wspo
+    if wspo.weak_reference == "sft":
+        _check(train.weak_dpo.reference == "round_start", "train.weak_dpo.reference", train.weak_dpo.reference,
+               "with wspo.weak_reference=sft the weak DPO is referenced to the weak SFT model: use round_start")
+    strong = "round_start" if wspo.strong_sft else "base"
+    why = ("with wspo.strong_sft=true the student starts from its SFT model and is referenced to it: use round_start"
+           if wspo.strong_sft else "the student's reference is the strong model as loaded: use base "
+           "(or set wspo.strong_sft=true)")
+    for key in ("wspo", "student_dpo"):
+        _check(getattr(train, key).reference == strong, f"train.{key}.reference", getattr(train, key).reference, why)
 
 
 def preflight(config: RunConfig) -> None:

@@ -1,6 +1,8 @@
 """The plain Agent (no Ray) on a tiny built model: generate, score, train, adapters, persistence."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -199,3 +201,15 @@ def test_non_finite_loss_skips_batches_and_says_so(fresh):
     with pytest.raises(AgentError, match="every sft batch gave a non-finite loss"):
         fresh.train(examples, "sft", {"batch_size": 2})
     assert fresh.stats["nan_batches"] == 2
+
+
+def test_dpo_from_an_sft_adapter_is_referenced_to_it_with_round_start(fresh):
+    """WSPO's weak DPO: a new adapter copied from the SFT one and referenced to it starts at zero
+    margin (loss ln 2 on its first step); referenced to the base it does not."""
+    fresh.train([{"prompt": p, "response": a} for p, a in zip(PROMPTS, ANSWERS)], "sft", {"lr": 1e-2, "epochs": 2})
+    pairs = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in zip(PROMPTS, ANSWERS, WRONG)]
+    first_step = {"lr": 1e-9, "max_steps": 1, "batch_size": len(pairs), "beta": 0.1}
+    to_sft = fresh.train(pairs, "dpo", {**first_step, "reference": "round_start"}, adapter="aligned", init_from="default")
+    to_base = fresh.train(pairs, "dpo", {**first_step, "reference": "base"}, adapter="aligned2", init_from="default")
+    assert to_sft["loss"] == pytest.approx(math.log(2), abs=1e-5) and to_sft["reward_margin"] == pytest.approx(0, abs=1e-5)
+    assert abs(to_base["reward_margin"]) > 1e-3

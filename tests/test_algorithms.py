@@ -147,3 +147,43 @@ def test_wspo_refuses_added_teachers_before_anything_starts():
     with pytest.raises(RuntimeError, match="WSPO has one weak model"):
         algorithm.initialise_teacher("teacher_1")
 
+
+
+# ----------------------------------------------------------------------------- WSPO's starting points
+def wspo_initialised(*overrides):
+    ctl = FakeController(["algorithm=wspo", "teachers.count=1", *overrides], teachers=1)
+    algorithm = make_algorithm("wspo", ctl)
+    algorithm.check_tokenizers = lambda: None  # the fake agents share no tokenizer
+    algorithm.initialise()
+    return ctl
+
+
+def test_wspo_weak_dpo_starts_from_and_is_referenced_to_the_weak_sft_model():
+    ctl = wspo_initialised()
+    examples, objective, cfg, kwargs = ctl.trained("weak_dpo")["teacher_0"]
+    assert objective == "dpo" and kwargs == {"adapter": "aligned", "init_from": "default"}
+    assert cfg.reference == "round_start"  # the SFT adapter as the DPO call found it
+    assert set(ctl.trained("sft")) == {"teacher_0"}  # the weak SFT ran first; the student has none
+
+
+def test_wspo_strong_sft_and_instruct_starts():
+    ctl = wspo_initialised("wspo.strong_sft=true", "train.wspo.reference=round_start",
+                           "train.student_dpo.reference=round_start")
+    assert set(ctl.trained("sft")) == {"teacher_0", "student"}
+    assert ctl.trained("sft")["student"][1] == "sft"
+    instruct = wspo_initialised("wspo.weak_sft=false")  # the weak model as loaded is its SFT model
+    assert "sft" not in {s for s, _, _ in instruct.calls}
+    assert instruct.trained("weak_dpo")["teacher_0"][2].reference == "round_start"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.weak_dpo.reference=base"], "train.weak_dpo.reference='base': with wspo.weak_reference=sft"),
+    (["wspo.strong_sft=true"], "train.wspo.reference='base': with wspo.strong_sft=true"),
+    (["train.student_dpo.reference=round_start"], "train.student_dpo.reference='round_start': the student's reference"),
+])
+def test_wspo_references_that_contradict_the_starting_points_are_refused(overrides, message):
+    from orchestrator.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_config(None, ["algorithm=wspo", *overrides])
+    load_config(None, ["algorithm=macpo", *overrides])  # MACPO does not use these stages

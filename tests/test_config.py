@@ -97,9 +97,13 @@ def test_shipped_configs_load_and_resolve(name):
     if name.startswith("macpo_hh"):
         assert cfg.task.data_dir == name.removeprefix("macpo_hh_") + "-base"
         assert cfg.reward_model.name_or_path and cfg.reward_model.pair_input
-    if name == "wspo_hh_rlhf":
-        assert cfg.train.wspo.lr == 5e-6 and cfg.train.wspo.epochs == 3 and cfg.train.wspo.batch_size == 8
-        assert cfg.train.wspo.warmup_ratio == 0.1 and cfg.train.wspo.shift_scale == 0.1
+    if name == "wspo_hh_rlhf":  # the authors' LoRA example
+        wspo, weak_dpo = cfg.train.wspo, cfg.train.weak_dpo
+        assert wspo.lr == 5e-6 and wspo.epochs == 3 and wspo.batch_size * wspo.grad_accum == 8
+        assert wspo.warmup_ratio == 0.1 and wspo.shift_scale == 0.1
+        assert weak_dpo.beta == 0.01 and weak_dpo.epochs == 3 and weak_dpo.reference == "round_start"
+        assert cfg.student.template == "qwen" and "Instruct" in cfg.student.name_or_path
+        assert len(cfg.student.lora.target_modules) == 7 and cfg.wspo.weak_reference == "sft"
 
 
 def test_cli_prints_one_line_and_exits_2_on_bad_config():

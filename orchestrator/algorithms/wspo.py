@@ -1,13 +1,16 @@
 """WSPO (arXiv 2410.18640): the strong student learns the alignment *shift* of a weak teacher.
 
 Weak side (teacher actor `teacher_0`): weak reference = its `default` adapter after SFT on D_w
-chosen (or, with `wspo.weak_reference: base`, the weak base with the adapter disabled); weak
-aligned = its `aligned` adapter, that SFT adapter further trained by DPO on D_w pairs.
+chosen (`wspo.weak_sft: false`: the model as loaded, e.g. an Instruct checkpoint; with
+`wspo.weak_reference: base`, the weak base with the adapter disabled); weak aligned = its `aligned`
+adapter, the reference further trained by DPO on D_w pairs, referenced to the weak SFT model.
 The weak per-token log-probs of the training responses under both are computed once, cached in the
-run directory and shipped to the student as float lists. Strong side (the student): trainable
-adapter, reference = adapter disabled, loss `wspo_loss` with gamma = `train.wspo.shift_scale`.
-Baselines on the same data and budget live on the student as extra adapters: SFT on chosen, DPO.
-rounds[0] is before training, rounds[1] after.
+run directory and shipped to the student as float lists. Strong side (the student): its `default`
+adapter, optionally SFT on D_w chosen first (`wspo.strong_sft`), which is then its start and its
+reference (`reference: round_start`; else the model as loaded, adapter disabled); loss `wspo_loss`
+with gamma = `train.wspo.shift_scale`. Baselines on the same data and budget start where WSPO
+does and live on the student as extra adapters: SFT on chosen, DPO.
+rounds[0] is before WSPO training (after the SFT stages), rounds[1] after.
 """
 from __future__ import annotations
 
@@ -59,7 +62,14 @@ class WSPO(Algorithm):
         if len(ctl.teachers) > 1:
             log.warning("WSPO uses one weak model; teachers beyond %s are evaluated but not used", self.weak)
         self.check_tokenizers()
-        ctl.stage("weak_sft", {self.weak: calls.train(self._examples(), "sft", self._train("teacher_sft"))}, mutating=True)
+        wspo = self.config.wspo
+        sft_stages = {}
+        if wspo.weak_sft:
+            sft_stages[self.weak] = calls.train(self._examples(), "sft", self._train("teacher_sft"))
+        if wspo.strong_sft:
+            sft_stages[STUDENT] = calls.train(self._examples(), "sft", self._train("strong_sft"))
+        if sft_stages:  # both sides' SFT run side by side
+            ctl.stage("sft", sft_stages, mutating=True)
         ctl.stage("weak_dpo", {self.weak: calls.train(self._pairs(), "dpo", self._train("weak_dpo"),
                                                       adapter="aligned", init_from="default")}, mutating=True)
 
@@ -82,6 +92,7 @@ class WSPO(Algorithm):
         examples = self._examples()
         reference_adapter = None if self.config.wspo.weak_reference == "base" else "default"
         key = hashlib.sha256(json.dumps([examples, ctl.teacher_spec(self.weak).name_or_path, reference_adapter,
+                                         self.config.wspo.weak_sft,
                                          dataclasses.asdict(self._train("teacher_sft")), dataclasses.asdict(self._train("weak_dpo"))],
                                         sort_keys=True).encode()).hexdigest()
         path = ctl.cache_path(CACHE_NAME)
