@@ -76,14 +76,10 @@ class VLLMBackend:
             raise RuntimeError("model.backend=vllm needs a CUDA GPU; use backend=hf on CPU")
         from vllm import LLM  # lazy: vllm is an optional extra
 
-        self._llm = LLM(
-            model=model_path,
-            enable_lora=True,
-            max_lora_rank=spec.lora.r,
-            gpu_memory_utilization=spec.vllm_gpu_memory_utilization,
-            trust_remote_code=spec.trust_remote_code,
-            dtype=spec.dtype,
-        )
+        from agents.gpu_layout import vllm_engine_args
+
+        # the actor sees only its own GPUs (Ray sets CUDA_VISIBLE_DEVICES): tensor-parallel over all of them
+        self._llm = LLM(**vllm_engine_args(model_path, spec, torch.cuda.device_count()))
         self._adapter_dirs = Path(tempfile.mkdtemp(prefix="vllm-lora-"))
         self._versions: dict[str, int] = {}
         self._next_id = 1

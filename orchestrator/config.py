@@ -103,6 +103,7 @@ class WspoConfig:
 class ActorResources:
     num_cpus: float = 0.5  # Ray scheduling share (each actor runs `resources.torch_threads` threads)
     num_gpus: float = 0.0  # GPUs reserved for the actor (fractions share one GPU)
+    gpu_memory_gib: float = 80.0  # memory of each of those GPUs: the budget of the memory preflight
 
 
 @dataclass
@@ -249,13 +250,57 @@ def _validate_wspo_references(config: RunConfig) -> None:
         _check(getattr(train, key).reference == strong, f"train.{key}.reference", getattr(train, key).reference, why)
 
 
-def preflight(config: RunConfig) -> None:
-    """Checks that need this machine, not just the file (run at start, not by load_config).
+# the training stages each role runs, per algorithm, and whether a stage feeds pairs (2 sequences each)
+_ROLE_STAGES = {
+    "macpo": {"student": ("student_sft", "student_macpo"), "teacher": ("teacher_sft", "negative_sft", "teacher_macpo")},
+    "wspo": {"student": ("wspo", "student_dpo", "strong_sft"), "teacher": ("teacher_sft", "weak_dpo")},
+}
+_PAIR_STAGES = {"student_macpo", "teacher_macpo", "student_dpo", "weak_dpo"}
 
-    Paper configs must load anywhere (tests validate them on CPU), but running one needs what they
-    ask for: the vllm extra for `backend: vllm`."""
+
+def check_gpu_memory(config: RunConfig) -> list[str]:
+    """Refuse, naming the agent, a GPU layout whose weights for training plus the vLLM engine's share
+    cannot fit (agents.gpu_layout's estimate from each model's config.json); return the agents
+    whose config.json could not be read (their check was skipped)."""
+    from agents.gpu_layout import ModelShape, estimate_memory, read_model_config
+
+    skipped = []
+    stages = _ROLE_STAGES.get(config.algorithm, {})
+    specs = [("student", "student", config.student)] + [
+        (f"teachers.specs.{i}", "teacher", s) for i, s in enumerate(config.teachers.specs)]
+    for key, role, spec in specs:
+        resources = getattr(config.resources, role)
+        if resources.num_gpus <= 0 or spec.name_or_path.startswith("tiny:"):
+            continue
+        model_config = read_model_config(spec.name_or_path)
+        if model_config is None:
+            skipped.append(key)
+            continue
+        sequences = max((getattr(config.train, s).batch_size * (2 if s in _PAIR_STAGES else 1)
+                         for s in stages.get(role, ())), default=1)
+        estimate = estimate_memory(ModelShape.from_config(model_config), spec, resources.num_gpus,
+                                   resources.gpu_memory_gib, sequences)
+        if (problem := estimate.problem()):
+            raise ConfigError(
+                f"{key}: {spec.name_or_path} on {resources.num_gpus:g} x {resources.gpu_memory_gib:g} GiB GPUs "
+                f"(resources.{role}) {problem}; give it more GPUs, a smaller train batch_size with grad_accum, "
+                f"or a smaller vllm_gpu_memory_utilization")
+    return skipped
+
+
+def preflight(config: RunConfig) -> None:
+    """Checks that need more than the file (run at start, not by load_config).
+
+    Paper configs must load anywhere (tests validate them on CPU), but running one needs a GPU
+    layout where every model fits (from its config.json) and what they ask for: the vllm extra for
+    `backend: vllm`."""
+    import logging
+
     from agents.generation import vllm_available
 
+    if (skipped := check_gpu_memory(config)):
+        logging.getLogger("orchestrator").warning(
+            "GPU memory preflight skipped for %s: config.json not reachable", ", ".join(skipped))
     specs = [("student", config.student)] + [(f"teachers.specs.{i}", s) for i, s in enumerate(config.teachers.specs)]
     for key, spec in specs:
         if spec.backend == "vllm" and not vllm_available():

@@ -90,7 +90,7 @@ def test_shipped_configs_load_and_resolve(name):
             assert stage.batch_size * stage.grad_accum == 32 and stage.lr == 5e-5
         for key in ("teacher_macpo", "student_macpo"):
             stage = getattr(cfg.train, key)
-            assert stage.warmup_ratio == 0.0 and stage.batch_size == 16 and stage.lr == 1e-5
+            assert stage.warmup_ratio == 0.0 and stage.batch_size * stage.grad_accum == 16 and stage.lr == 1e-5
         # the paper's split sizes: 5k labelled / 5k unlabelled, 2k (HH) or 1k (PKU) test
         assert (cfg.task.n_labelled, cfg.task.n_unlabelled) == (5000, 5000)
         assert cfg.task.n_test == (2000 if "hh" in name else 1000)
