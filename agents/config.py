@@ -97,6 +97,7 @@ class RewardModelSpec:
     max_length: int = 1024  # longer texts keep their end (the response), losing the prompt's start
     batch_size: int = 16
     score_index: int = 0  # which output logit is the score (0 for the usual 1-label reward heads)
+    negate: bool = False  # the judge scores badness (a cost model, e.g. PKU's beaver cost): report minus it
 
 
 # ---------------------------------------------------------------- validation (names the bad key)

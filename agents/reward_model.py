@@ -72,7 +72,8 @@ class RewardModel:
 
     @torch.no_grad()
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
-        """One float per pair, batched; the same value whatever the batch (padding is masked)."""
+        """One float per pair (higher is better: a cost model's score is negated), batched; the same
+        value whatever the batch (padding is masked)."""
         if len(prompts) != len(responses):
             raise RewardModelError(f"{len(prompts)} prompts but {len(responses)} responses")
         size = self.spec.batch_size
@@ -81,4 +82,4 @@ class RewardModel:
             batch = self._encode(prompts[start : start + size], responses[start : start + size]).to(self.device)
             logits = self.model(**batch).logits.float()
             scores.extend(logits[:, self.spec.score_index].tolist())
-        return scores
+        return [-x for x in scores] if self.spec.negate else scores

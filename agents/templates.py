@@ -22,6 +22,8 @@ TEMPLATES: dict[str, str] = {
         "Below is an instruction that describes a task. Write a response that appropriately "
         "completes the request.\n\n### Instruction:\n{prompt}\n\n### Response:\n"
     ),
+    # what judges trained on HH-RLHF read: a Human/Assistant transcript (an HH prompt already is one)
+    "hh": "Human: {prompt}\n\nAssistant:",
     "qwen": (
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{prompt}<|im_end|>\n"
         "<|im_start|>assistant\n"
@@ -57,6 +59,8 @@ def apply_template(name: str, prompt: str) -> str:
         template = TEMPLATES[name]
     except KeyError:
         raise ValueError(f"unknown template {name!r}; choose one of {sorted(TEMPLATES)}") from None
+    if name == "hh" and transcript_turns(prompt):
+        return prompt
     if name in ROLES and (turns := transcript_turns(prompt)):
         prompt = _in_roles(turns, *ROLES[name])
     return template.replace("{prompt}", prompt)

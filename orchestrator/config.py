@@ -20,6 +20,8 @@ from tasks.config import TaskConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+# judge slot -> prefix of its metrics (`rm_score`, `rm_win_rate`, `safety_score`, `safety_win_rate`)
+JUDGE_METRICS = {"reward_model": "rm", "safety_model": "safety"}
 
 
 @dataclass
@@ -142,6 +144,9 @@ class RunConfig:
     eval_size: int = 0  # 0: the whole test split
     # scores every agent's greedy test answers; the headline reward on tasks without a rule reward
     reward_model: RewardModelSpec = field(default_factory=RewardModelSpec)
+    # a second judge beside it, e.g. harmlessness (a cost model with `negate: true`): both papers judge
+    # helpfulness and harmlessness separately
+    safety_model: RewardModelSpec = field(default_factory=RewardModelSpec)
     train: TrainingConfig = field(default_factory=TrainingConfig)  # one TrainConfig per training stage
     ablation: AblationConfig = field(default_factory=AblationConfig)  # MACPO's switches
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)  # extra adapters evaluated beside the agents
@@ -152,12 +157,18 @@ class RunConfig:
 
     @property
     def has_reward_model(self) -> bool:
-        return self.reward_model.name_or_path is not None
+        """Whether any judge scores the agents' answers (so evaluation generates them)."""
+        return bool(self.judges())
+
+    def judges(self) -> dict[str, RewardModelSpec]:
+        """The configured judge slots (actor name -> spec), in start order."""
+        return {slot: getattr(self, slot) for slot in JUDGE_METRICS if getattr(self, slot).name_or_path is not None}
 
     def actor_roles(self) -> list[str]:
         """The `resources` role of every actor the run starts, in the order it starts them (the
-        student, the reward model if any, each teacher): what a sweep trial's bundles are sized on."""
-        return ["student"] + (["reward_model"] if self.has_reward_model else []) + ["teacher"] * self.teachers.count
+        student, each judge (`resources.reward_model`), each teacher): what a sweep trial's bundles
+        are sized on."""
+        return ["student"] + ["reward_model"] * len(self.judges()) + ["teacher"] * self.teachers.count
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -218,7 +229,8 @@ def validate(config: RunConfig) -> None:
             validate_train(getattr(config.train, f.name), f"train.{f.name}")
         validate_sampling(config.sampling, "sampling")
         validate_sampling(config.eval_sampling, "eval_sampling")
-        validate_reward_model(config.reward_model, "reward_model")
+        for slot in JUDGE_METRICS:
+            validate_reward_model(getattr(config, slot), slot)
     except AgentConfigError as exc:
         raise ConfigError(str(exc)) from None
     for role in ("student", "teacher", "reward_model"):

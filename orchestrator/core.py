@@ -24,7 +24,7 @@ from orchestrator import calls
 from orchestrator.algorithms import STUDENT, make_algorithm
 from orchestrator.calls import Call
 from orchestrator.config import RunConfig, config_from_dict, model_spec
-from orchestrator.evaluation import REWARD_MODEL, evaluate
+from orchestrator.evaluation import evaluate
 from orchestrator.plots import plot_rewards
 from orchestrator.pool import AgentPool, StageResult
 from orchestrator.run_dir import RunDirectory, ensure_output_dir, round_line, write_json_atomic
@@ -90,14 +90,15 @@ class OrchestratorCore:
 
     def start_agents(self, student: bool, teachers: list[tuple[str | None, ModelSpec]]) -> list[str]:
         """Reserve resources for these agents as one placement group, then start their actors (in
-        `config.actor_roles()` order: student, reward model, teachers)."""
+        `config.actor_roles()` order: student, judges, teachers)."""
         from orchestrator.placement import reserve
 
         wanted: dict[str, tuple[Any, dict]] = {}
+        judges = self.config.judges()
         if student:
             wanted[STUDENT] = (self.config.student, self._resources("student"))
-            if self.config.has_reward_model:
-                wanted[REWARD_MODEL] = (self.config.reward_model, self._resources("reward_model"))
+            for slot, spec in judges.items():
+                wanted[slot] = (spec, self._resources("reward_model"))
         taken = set(self.teacher_specs)
         for name, spec in teachers:
             name = name or f"teacher_{len(taken)}"
@@ -109,7 +110,7 @@ class OrchestratorCore:
         if group is not None:  # None: placed inside an enclosing group (a sweep trial's), not ours
             self.placement_groups.append(group)
         for name, (spec, _) in wanted.items():
-            if name == REWARD_MODEL:
+            if name in judges:
                 from agents.actor import RewardModelActor
 
                 self.pool.start(name, spec, placed[name], RewardModelActor)
@@ -117,7 +118,7 @@ class OrchestratorCore:
             if name != STUDENT:
                 self.teacher_specs[name] = spec
             self.pool.start(name, spec, placed[name])
-        return [n for n in wanted if n not in (STUDENT, REWARD_MODEL)]
+        return [n for n in wanted if n != STUDENT and n not in judges]
 
     # ------------------------------------------------------------ stages
     def _on_progress(self, stage: str, done: int) -> None:
@@ -188,8 +189,7 @@ class OrchestratorCore:
             self.run_dir.log("task", name=self.task.name, d_w=len(self.task.d_w), q_w2s=len(self.task.q_w2s),
                              test=len(self.task.test), stats=self.task.stats)
             self.start_agents(True, [(None, spec) for spec in self.config.teachers.resolved()])
-            judge = [REWARD_MODEL] if self.config.has_reward_model else []
-            self.stage("load_models", {a: calls.info() for a in self.agents + judge})
+            self.stage("load_models", {a: calls.info() for a in self.agents + list(self.config.judges())})
             self.algorithm.initialise()
             self._finish_round(0, time.perf_counter() - start)
         self._setup_done = True

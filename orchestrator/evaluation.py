@@ -2,18 +2,23 @@
 
 The headline `reward` is the rule reward on the synthetic task (greedy answers); else the reward
 model's mean score over greedy answers when one is configured; else preference accuracy (log-prob
-of chosen above rejected). A configured reward model also adds `rm_score` on the synthetic task,
-and real data always gets `preference_accuracy`. Labels beyond the agents (baselines living as extra
-adapters on an agent's actor) are evaluated the same way.
+of chosen above rejected). Every configured judge (`reward_model`: helpfulness, `safety_model`:
+harmlessness) adds its mean score (`rm_score`, `safety_score`) and its win rate against the test
+split's reference answers (`rm_win_rate`, `safety_win_rate`: the share of prompts where the agent's
+answer scores above the dataset's chosen answer, ties counting half, as WSPO reports win rates), and
+real data always gets `preference_accuracy` (a diagnostic: it never looks at a generated answer).
+Labels beyond the agents (baselines living as extra adapters on an agent's actor) are evaluated the
+same way.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from orchestrator import calls
+from orchestrator.config import JUDGE_METRICS
 from tasks import score_responses
 
-REWARD_MODEL = "reward_model"  # the judge's actor; not an agent: it never trains and has no adapter
+REWARD_MODEL = "reward_model"  # the first judge's actor; judges are not agents: they never train
 
 
 def eval_examples(ctl: Any) -> list:
@@ -46,14 +51,23 @@ def evaluate(ctl: Any, jobs: dict[str, tuple[str, str]]) -> dict[str, dict]:
                 means = result.results[agent]["mean"]
                 accuracy = sum(1 for i in range(n) if means[i] > means[n + i]) / max(n, 1)
                 out[label].update(reward=accuracy, preference_accuracy=accuracy, n=n)
-    if judge:
+    references = [ex.chosen for ex in examples]
+    for slot in ctl.config.judges():
         labels = list(answers)
-        scores = ctl.score_answer_sets("reward_model", REWARD_MODEL, "score", prompts, [answers[l] for l in labels])
+        *scores, reference = ctl.score_answer_sets(slot, slot, "score", prompts, [answers[l] for l in labels] + [references])
+        prefix = JUDGE_METRICS[slot]
         for label, values in zip(labels, scores):
-            out[label]["rm_score"] = sum(values) / max(len(values), 1)
-            if not rule:
+            out[label][f"{prefix}_score"] = sum(values) / max(len(values), 1)
+            out[label][f"{prefix}_win_rate"] = win_rate(values, reference)
+            if slot == REWARD_MODEL and not rule:
                 out[label]["reward"] = out[label]["rm_score"]
     return out
+
+
+def win_rate(scores: list[float], reference: list[float]) -> float:
+    """Share of prompts where the answer scores above the reference answer (ties count half)."""
+    wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(scores, reference))
+    return wins / max(len(scores), 1)
 
 
 def one_call_per_actor(jobs: dict[str, tuple[str, str]]) -> list[dict[str, tuple[str, str]]]:

@@ -32,14 +32,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def format_table(summary: dict) -> str:
-    """Reward per agent (rows) per round (columns), baselines and PGR below."""
+    """Reward per agent (rows) per round (columns), then each judge's score and win rate the same
+    way; baselines and PGR below."""
+    from orchestrator.plots import judge_metrics
+
     rounds = summary.get("rounds", [])
     agents = summary.get("agents", [])
     head = f"{'agent':<14}" + "".join(f"{'round ' + str(r['round']):>10}" for r in rounds)
-    lines = [head, "-" * len(head)]
-    for agent in agents:
-        cells = "".join(f"{r['eval'][agent]['reward']:>10.3f}" if agent in r["eval"] else f"{'-':>10}" for r in rounds)
-        lines.append(f"{agent:<14}{cells}")
+    lines = []
+    for metric in ["reward", *judge_metrics(summary)]:
+        lines += ([] if metric == "reward" else ["", metric]) + [head, "-" * len(head)]
+        for agent in agents:
+            cells = "".join(f"{r['eval'][agent][metric]:>10.3f}" if metric in r["eval"].get(agent, {}) else f"{'-':>10}"
+                            for r in rounds)
+            lines.append(f"{agent:<14}{cells}")
     for name, metrics in summary.get("baselines", {}).items():
         if isinstance(metrics, dict) and "reward" in metrics:
             lines.append(f"baseline {name}: {metrics['reward']:.3f}")

@@ -1,11 +1,26 @@
-"""The run's plot: headline reward per round for every agent, baselines as dashed lines."""
+"""The run's plot: headline reward per round for every agent, baselines as dashed lines, and one
+panel per judge score beside it."""
 from __future__ import annotations
 
 from pathlib import Path
 
+JUDGE_SUFFIXES = ("_score", "_win_rate")
+
+
+def judge_metrics(summary: dict) -> list[str]:
+    """The judge metrics (`rm_score`, `safety_win_rate`, ...) any agent has in any round, in order."""
+    seen: dict[str, None] = {}
+    for record in summary.get("rounds", []):
+        for metrics in record.get("eval", {}).values():
+            for key in metrics:
+                if key.endswith(JUDGE_SUFFIXES):
+                    seen.setdefault(key)
+    return sorted(seen, key=lambda k: (not k.startswith("rm_"), k.endswith("_win_rate"), k))
+
 
 def plot_rewards(summary: dict, path: Path) -> Path | None:
-    """PNG of the headline reward per round for every agent (and baselines as lines)."""
+    """PNG of the headline reward per round for every agent (baselines as lines), and each judge's
+    mean score per round in a panel of its own."""
     rounds = summary.get("rounds", [])
     if not rounds:
         return None
@@ -15,7 +30,11 @@ def plot_rewards(summary: dict, path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    scores = [m for m in judge_metrics(summary) if m.endswith("_score")]
+    fig, axes = plt.subplots(1, 1 + len(scores), figsize=(7 + 5 * len(scores), 4.5), squeeze=False)
+    ax = axes[0][0]
+    for panel, metric in zip(axes[0][1:], scores):
+        _plot_metric(panel, summary, metric)
     for agent in summary.get("agents", []):
         points = [(r["round"], r["eval"][agent]["reward"]) for r in rounds if agent in r.get("eval", {})]
         if points:
@@ -37,3 +56,17 @@ def plot_rewards(summary: dict, path: Path) -> Path | None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _plot_metric(ax, summary: dict, metric: str) -> None:
+    rounds = summary["rounds"]
+    for agent in summary.get("agents", []):
+        points = [(r["round"], r["eval"][agent][metric]) for r in rounds if metric in r.get("eval", {}).get(agent, {})]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, label=agent, linewidth=2.5 if agent == "student" else 1.2, marker="o" if agent == "student" else ".")
+    ax.set_xlabel("round")
+    ax.set_ylabel(metric)
+    ax.set_title(f"judge: {metric}")
+    ax.set_xticks([r["round"] for r in rounds])
+    ax.grid(alpha=0.3)

@@ -96,7 +96,9 @@ def test_shipped_configs_load_and_resolve(name):
         assert cfg.task.n_test == (2000 if "hh" in name else 1000)
     if name.startswith("macpo_hh"):
         assert cfg.task.data_dir == name.removeprefix("macpo_hh_") + "-base"
-        assert cfg.reward_model.name_or_path and cfg.reward_model.pair_input
+    if name != "default" and name != "wspo_default":  # every paper config judges helpfulness and harmlessness
+        assert set(cfg.judges()) == {"reward_model", "safety_model"}
+        assert "helpful" in cfg.reward_model.name_or_path and "harmless" in cfg.safety_model.name_or_path
     if name == "wspo_hh_rlhf":  # the authors' LoRA example
         wspo, weak_dpo = cfg.train.wspo, cfg.train.weak_dpo
         assert wspo.lr == 5e-6 and wspo.epochs == 3 and wspo.batch_size * wspo.grad_accum == 8

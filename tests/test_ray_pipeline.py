@@ -74,23 +74,33 @@ def test_macpo_pipeline_two_teachers_one_round(ray_cluster, cache_dir, tmp_path,
 
 
 def test_reward_model_is_the_headline_on_real_data(ray_cluster, cache_dir, tmp_path, tiny_reward_model):
-    """TRL-format file + reward model: `reward` is the judge's mean score of each agent's greedy
-    test answers (recomputed here in-process from the checkpoint), beside preference accuracy."""
+    """TRL-format file + two judges: `reward` is the reward model's mean score of each agent's greedy
+    test answers (recomputed here in-process from the checkpoint), beside preference accuracy; the
+    second judge (a cost model: negated) scores the same answers side by side, and both give win
+    rates against the test split's chosen answers, in summary.json and the table."""
     from agents import Agent
     from agents.config import RewardModelSpec
     from agents.reward_model import RewardModel
     from orchestrator.api import run
+    from orchestrator.evaluation import win_rate
+    from orchestrator.main import format_table
     from tasks import TaskConfig, load_task
+    from tests.conftest import build_tiny_reward_model
+
+    cost_model = build_tiny_reward_model(tmp_path / "cost", prefer_refusal=False)  # scores compliance up: a cost
 
     synthetic = load_task(TaskConfig(n_labelled=60, n_unlabelled=8, n_test=8, harmful_fraction=0.5), seed=3)
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps({"prompt": ex.prompt, "chosen": ex.chosen, "rejected": ex.rejected}) + "\n"
                             for ex in synthetic.d_w))
     summary = run(tiny_config(tmp_path, cache_dir, "rounds=0", "teachers.count=1", "task.name=trl", f"task.path={data}",
-                              "task.n_labelled=0", "task.n_unlabelled=0", f"reward_model.name_or_path={tiny_reward_model}"))
+                              "task.n_labelled=0", "task.n_unlabelled=0", f"reward_model.name_or_path={tiny_reward_model}",
+                              f"safety_model.name_or_path={cost_model}", "safety_model.negate=true"))
     evaluation = summary["rounds"][0]["eval"]
     for metrics in evaluation.values():
         assert metrics["reward"] == metrics["rm_score"] and 0.0 <= metrics["preference_accuracy"] <= 1.0
+        assert {"safety_score", "rm_win_rate", "safety_win_rate"} <= set(metrics)
+    assert "safety_score" in format_table(summary) and "rm_win_rate" in format_table(summary)
     assert "rm_score" in summary["baselines"]["student_sft_gold"]
     splits = json.loads((tmp_path / "run" / "splits.json").read_text())
     prompts = [ex["prompt"] for ex in splits["test"]]
@@ -98,8 +108,13 @@ def test_reward_model_is_the_headline_on_real_data(ray_cluster, cache_dir, tmp_p
     student = Agent("student", dataclasses.asdict(cfg.student), cache_dir=cache_dir, num_threads=1)
     student.load(str(tmp_path / "run" / "checkpoints" / "round_0" / "student"))
     answers = student.generate(prompts, dataclasses.asdict(cfg.eval_sampling))
-    scores = RewardModel(RewardModelSpec(name_or_path=tiny_reward_model), num_threads=1).score(prompts, answers)
+    judge = RewardModel(RewardModelSpec(name_or_path=tiny_reward_model), num_threads=1)
+    scores = judge.score(prompts, answers)
     assert evaluation["student"]["rm_score"] == pytest.approx(sum(scores) / len(scores), abs=1e-4)
+    references = [ex["chosen"] for ex in splits["test"]]
+    assert evaluation["student"]["rm_win_rate"] == pytest.approx(win_rate(scores, judge.score(prompts, references)))
+    cost = RewardModel(RewardModelSpec(name_or_path=cost_model), num_threads=1).score(prompts, answers)
+    assert evaluation["student"]["safety_score"] == pytest.approx(-sum(cost) / len(cost), abs=1e-4)
 
 
 def adapter_changed(run_dir, agent, first=0, last=1) -> bool:

@@ -84,3 +84,17 @@ def test_pair_input_encodes_prompt_and_response_as_a_text_pair(tiny_reward_model
     assert as_pair == prompt_ids + [tokenizer.eos_token_id] + tokenizer("ab", add_special_tokens=False).input_ids
     assert tokenizer.eos_token_id not in as_text and as_text == tokenizer("sort: ba=ab", add_special_tokens=False).input_ids
     assert len(paired.score(["sort: ba=", "hack sort: ba="], ["ab", "I cannot help with that."])) == 2
+
+
+def test_negate_turns_a_cost_model_into_a_higher_is_better_score(tiny_reward_model):
+    prompts, answers = ["reverse: abc="] * 2, ["cba", "I cannot help with that."]
+    plain = RewardModel(RewardModelSpec(name_or_path=tiny_reward_model), num_threads=1).score(prompts, answers)
+    negated = RewardModel(RewardModelSpec(name_or_path=tiny_reward_model, negate=True), num_threads=1).score(prompts, answers)
+    assert negated == pytest.approx([-x for x in plain]) and plain != pytest.approx([0.0, 0.0])
+
+
+def test_win_rate_counts_ties_half():
+    from orchestrator.evaluation import win_rate
+
+    assert win_rate([1.0, 0.0, 2.0, 5.0], [0.5, 0.0, 3.0, 1.0]) == pytest.approx((1 + 0.5 + 0 + 1) / 4)
+    assert win_rate([], []) == 0.0
