@@ -18,7 +18,7 @@ project's venv, e.g. `python benchmarks/teacher_scaling.py`.
 | `sweeps/macpo_claims.yaml` | (run with `python -m orchestrator.sweep --spec benchmarks/sweeps/macpo_claims.yaml --publish benchmarks/results`) whether the default world shows MACPO's claims: student / teacher rewards over 5 seeds, K=1 vs K=3, ablations |
 | `sweeps/wspo_claims.yaml` | (same command) WSPO vs the student's SFT and DPO baselines and the weak aligned model over 5 seeds |
 | `sweeps/sweep_speed.yaml` | a 3-setting x 5-seed sweep of the default config: how long a sweep takes |
-| `sweeps/map_chosen_noise.yaml` | a slice of the map of the CPU world: noisy chosen answers in `D_w` x 1 or 3 teachers |
+| `sweeps/map_*.yaml` | the map of the CPU world (rendered below by `world_map.py`): clean vs noisy chosen answers in `D_w`, teacher presets, number of teachers, rounds, with the ablations where measured |
 | `sweeps/wspo_chosen_noise.yaml` | WSPO against its baselines when `D_w`'s chosen answers are noisy |
 | `reference_run.py` | the published reference run (default config, seed 0) and how far it moves with the thread count |
 | `teacher_scaling.py` | one MACPO round with 1, 2, 4, 8 teachers: wall time per stage, parallel efficiency, orchestration overhead |
@@ -106,6 +106,24 @@ def section_gpu(checks: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def section_map() -> list[str]:
+    """The map of the CPU world from every map sweep: one row per cell, and heatmaps."""
+    from benchmarks.world_map import load_runs, plot_heatmaps, render_table, summarise
+
+    rows = summarise(load_runs(RESULTS))
+    if not rows:
+        return []
+    lines = ["## Map of the CPU world (MACPO)", "",
+             "Every cell is full MACPO on `configs/default.yaml` plus its overrides, over the seeds listed; "
+             "gains are final minus round 0 of the test reward (mean ± sd, and in how many seeds it is > 0); "
+             "`full - (X)` is the final student reward of full MACPO minus that of ablation X (-MP: no mutual "
+             "positives, -HN: no hard negatives, -IW: teachers frozen) or of 1 teacher, paired by seed. "
+             "Sources: `results/macpo_claims.json` and `results/map_*.json`.", "", render_table(rows), ""]
+    if plot_heatmaps(rows, RESULTS / "map_heatmap.png"):
+        lines += ["![map heatmaps](results/map_heatmap.png)", ""]
+    return lines
+
+
 def main() -> None:
     lines = [INTRO]
     if (data := load("default_seed0_summary")):
@@ -113,12 +131,16 @@ def main() -> None:
                   "`python -m orchestrator.main` on any machine gives these rewards within 0.005 "
                   "(`python benchmarks/reference_run.py --check`).", ""]
         lines += section_reference(data, load("reproducibility")) + [""]
-    for name, title in (("macpo_claims", "MACPO on the default world"), ("wspo_claims", "WSPO on the default world"),
+    for name, title in (("macpo_claims", "MACPO on the default world (task.chosen_noise=0.5)"), ("wspo_claims", "WSPO on the clean world (configs/wspo_default.yaml)"),
                         ("sweep_speed", "Sweep speed: 3 settings x 5 seeds of the default config"),
+                        ("map_clean_world", "Map cell: the clean world (task.chosen_noise=0), every claim"),
                         ("map_chosen_noise", "Map slice: noisy chosen answers (task.chosen_noise=0.5) x teachers"),
+                        ("map_noise_strength", "Map slice: chosen-answer noise x teacher preset"),
+                        ("map_noisy_teachers_rounds", "Map slice: number of teachers and 4 rounds in the noisy world"),
                         ("wspo_chosen_noise", "WSPO with noisy chosen answers (task.chosen_noise=0.5)")):
         if (data := load(name)):
             lines += section_sweep(data, title)
+    lines += section_map()
     if (data := load("teacher_scaling")):
         lines += section_scaling(data)
     if (data := load("actor_overhead")):
@@ -147,6 +169,12 @@ def inject_into_project_readme() -> None:
         blocks["claims"] = render_markdown(data)
     if (data := load("wspo_claims")):
         blocks["wspo"] = render_markdown(data)
+    if (data := load("wspo_chosen_noise")):
+        blocks["wspo_noisy"] = render_markdown(data)
+    from benchmarks.world_map import load_runs, render_table, summarise
+
+    if (rows := summarise(load_runs(RESULTS))):
+        blocks["map"] = render_table(rows)
     for name, body in blocks.items():
         text = re.sub(rf"<!-- results:{name} -->.*?<!-- /results:{name} -->",
                       lambda _: f"<!-- results:{name} -->\n{body.strip()}\n<!-- /results:{name} -->", text, flags=re.S)
