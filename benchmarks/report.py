@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # run as a script from anywhere: `benchmarks` is the repo's folder
 RESULTS = HERE / "results"
 
 INTRO = """# Benchmarks
