@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -63,12 +64,13 @@ def create_orchestrator(config: RunConfig, resume_dir: str | None = None) -> Any
 
 def follow(handle: Any, ref: Any, show: bool = True, poll_s: float = 0.5) -> Any:
     """Wait for `ref` (a call on the Orchestrator), printing a line per finished round and, with
-    `show`, drawing a tqdm bar per stage.
+    `show`, one line per finished stage with its time, plus a tqdm bar for the running stage on a
+    terminal only (in `ray job logs` or CI a redrawn bar would leave a line every poll).
 
     Both are drawn by the driver from `progress()`: output from inside actors arrives through Ray's
     log forwarding, interleaved, without carriage returns, and possibly after a short job's driver
     has exited (so its job logs would miss it)."""
-    bar, seen, printed = None, None, -1
+    printer = ProgressPrinter(show=show, bars=sys.stdout.isatty())
     try:
         while True:
             ready, _ = ray.wait([ref], timeout=poll_s)
@@ -76,43 +78,66 @@ def follow(handle: Any, ref: Any, show: bool = True, poll_s: float = 0.5) -> Any
                 info = ray.get(handle.progress.remote(), timeout=10)
             except Exception:  # noqa: BLE001 - progress is cosmetic; the result below is not
                 info = None
-            last = info["last_round"] if info else None
-            if last and last["round"] > printed:
-                printed = last["round"]
-                _write_line(last["line"], bar)
-            stage = info["stage_progress"] if info and show else None
-            if stage and stage["stage"] and (stage["count"], stage["stage"]) != seen:
-                if bar is not None:
-                    bar.close()
-                seen = (stage["count"], stage["stage"])
-                bar = _new_bar(stage)
-            if bar is not None and stage and (stage["count"], stage["stage"]) == seen:
-                bar.n = stage["done"]
-                bar.refresh()
+            if info:
+                printer.update(info)
             if ready:
                 result = ray.get(ref)
                 # rounds that finished between two polls: a run's summary holds every round
                 for record in result.get("rounds", []) if isinstance(result, dict) else []:
-                    if record["round"] > printed:
-                        printed = record["round"]
-                        _write_line(round_line(record), bar)
+                    printer.round(record["round"], round_line(record))
                 return result
     finally:
-        if bar is not None:
-            bar.close()
+        printer.close()
+
+
+class ProgressPrinter:
+    """Turns successive `progress()` answers into output: every finished round and stage once, and
+    with `bars` a live bar for the running stage."""
+
+    def __init__(self, show: bool, bars: bool):
+        self.show, self.bars = show, bars
+        self.bar, self.seen, self.printed_round, self.printed_stage = None, None, -1, 0
+
+    def update(self, info: dict) -> None:
+        if self.show:
+            for count, line in info.get("stage_lines", []):
+                if count > self.printed_stage:
+                    self.printed_stage = count
+                    self.write(line)
+        last = info.get("last_round")
+        if last:
+            self.round(last["round"], last["line"])
+        stage = info.get("stage_progress") if self.show and self.bars else None
+        if stage and stage["stage"] and (stage["count"], stage["stage"]) != self.seen:
+            if self.bar is not None:
+                self.bar.close()
+            self.seen = (stage["count"], stage["stage"])
+            self.bar = _new_bar(stage)
+        if self.bar is not None and stage and (stage["count"], stage["stage"]) == self.seen:
+            self.bar.n = stage["done"]
+            self.bar.refresh()
+
+    def round(self, index: int, line: str) -> None:
+        if index > self.printed_round:
+            self.printed_round = index
+            self.write(line)
+
+    def write(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _new_bar(stage: dict):
     from tqdm import tqdm
 
     return tqdm(total=stage["total"], desc=f"{stage['stage']:<24}", unit="agent", leave=False)
-
-
-def _write_line(line: str, bar: Any) -> None:
-    if bar is not None:
-        bar.write(line)
-    else:
-        print(line, flush=True)
 
 
 def _terminate_as_interrupt(signum, frame) -> None:

@@ -31,6 +31,7 @@ from orchestrator.run_dir import RunDirectory, ensure_output_dir, round_line, wr
 from tasks import TaskData, load_task
 
 log = logging.getLogger("orchestrator")
+STAGE_LINES_KEPT = 50  # finished-stage lines progress() hands a client polling every 0.5 s
 
 
 class OrchestratorCore:
@@ -61,6 +62,7 @@ class OrchestratorCore:
         self.baselines: dict[str, dict] = {}
         self.current_stage: str | None = None
         self.stage_progress: dict[str, Any] = {"stage": None, "done": 0, "total": 0, "count": 0}
+        self.stage_lines: list[tuple[int, str]] = []  # (stage count, one line) of the last finished stages
         self._round_timing: dict[str, Any] = {}
         self.stage_round = 0  # the round the running stages belong to (0 = setup)
         self._setup_done = False
@@ -133,7 +135,9 @@ class OrchestratorCore:
         if mutating:
             self._snapshot(list(work))
         slowest = max(result.actor_s.values(), default=0.0)
-        log.info("stage %-22s %6.1fs  (slowest actor %.1fs, %d agents)", name, result.wall_s, slowest, len(work))
+        line = f"stage {name:<22} {result.wall_s:6.1f}s  (slowest actor {slowest:.1f}s, {len(work)} agents)"
+        log.debug(line)  # the driver prints it (ProgressPrinter), once, also into `ray job logs`
+        self.stage_lines = (self.stage_lines + [(count, line)])[-STAGE_LINES_KEPT:]
         metrics = {a: r for a, r in result.results.items() if isinstance(r, dict) and "steps" in r}
         self.run_dir.log("stage", stage=name, round=self.stage_round,
                          wall_s=round(result.wall_s, 4), actor_s={a: round(s, 4) for a, s in result.actor_s.items()},
@@ -263,7 +267,7 @@ class OrchestratorCore:
         """What a client attached with ray.get_actor sees: where the run is now."""
         return {"round": self.round_index, "stage": self.current_stage, "agents": self.agents,
                 "rounds_total": self.algorithm.total_rounds(), "run_dir": str(self.run_dir.root),
-                "stage_progress": dict(self.stage_progress),
+                "stage_progress": dict(self.stage_progress), "stage_lines": list(self.stage_lines),
                 "last_round": ({"round": self.rounds[-1]["round"], "line": round_line(self.rounds[-1])}
                                if self.rounds else None)}
 

@@ -106,10 +106,13 @@ def submit(head, *args: str, timeout: float = 400, module: str = "orchestrator.m
 def test_job_submit_runs_on_the_existing_cluster(head, tmp_path, cache_dir):
     run_dir = tmp_path / "job-run"
     status, logs = submit(head, *TINY_RUN, "rounds=1", "teachers.count=2", f"output_dir={run_dir}",
-                          f"cache_dir={cache_dir}")
+                          f"cache_dir={cache_dir}", "progress=true")
     assert status == "SUCCEEDED", logs[-3000:]
     assert "Started a local Ray instance" not in logs  # connected to the cluster, never a second one
     assert "round 0 done" in logs and "round 1 done" in logs  # progress reaches the job's logs
+    # quiet job logs: one line per finished stage, no bar redrawn every poll
+    assert logs.count("stage teacher_sft ") == 1 and logs.count("stage train ") == 1, logs[-3000:]
+    assert "agent/s" not in logs and "\r" not in logs
     summary = json.loads((run_dir / "summary.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [0, 1]
 

@@ -126,3 +126,24 @@ def test_gamma_is_named_apart():
     assert cfg.train.student_macpo.nll_weight == 0.5 and cfg.train.wspo.shift_scale == 0.2
     with pytest.raises(ConfigError, match="gamma: unknown key"):
         load_config(overrides=["train.wspo.gamma=0.1"])
+
+
+def test_progress_printer_prints_each_stage_and_round_once(capsys):
+    """Outside a terminal (job logs, CI) progress is one line per finished stage and round, however
+    often the driver polls; `progress=false` prints rounds only."""
+    from orchestrator.api import ProgressPrinter
+
+    polls = [{"stage_lines": [], "last_round": None, "stage_progress": {"stage": "a", "count": 1, "done": 0, "total": 2}},
+             {"stage_lines": [(1, "stage a 1.0s")], "last_round": None,
+              "stage_progress": {"stage": "b", "count": 2, "done": 1, "total": 2}},
+             {"stage_lines": [(1, "stage a 1.0s"), (2, "stage b 2.0s")], "last_round": {"round": 0, "line": "round 0 done"},
+              "stage_progress": {"stage": "b", "count": 2, "done": 2, "total": 2}}]
+    printer = ProgressPrinter(show=True, bars=False)
+    for info in polls + polls[-1:] * 3:
+        printer.update(info)
+    printer.round(0, "round 0 done")
+    assert capsys.readouterr().out.splitlines() == ["stage a 1.0s", "stage b 2.0s", "round 0 done"]
+    quiet = ProgressPrinter(show=False, bars=False)
+    for info in polls:
+        quiet.update(info)
+    assert capsys.readouterr().out.splitlines() == ["round 0 done"]
