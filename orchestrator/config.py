@@ -15,6 +15,8 @@ from typing import Any, Sequence
 
 from agents.config import (AgentConfigError, ModelSpec, RewardModelSpec, SamplingConfig, TrainConfig, validate_model_spec,
                            validate_reward_model, validate_sampling, validate_train)
+from orchestrator.trackers import LoggingConfig
+from orchestrator.trackers import validate as validate_logging
 from orchestrator.typed_yaml import ConfigError, build, convert_value, from_mapping, parse_override, read_yaml_mapping  # noqa: F401 - re-exported
 from tasks.config import TaskConfig
 
@@ -154,6 +156,7 @@ class RunConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)  # Ray resources per role
     ray: RayConfig = field(default_factory=RayConfig)  # cluster, timeouts, failures
     progress: bool = True  # progress bars on a terminal
+    logging: LoggingConfig = field(default_factory=LoggingConfig)  # experiment trackers beside metrics.jsonl
 
     @property
     def has_reward_model(self) -> bool:
@@ -242,6 +245,8 @@ def validate(config: RunConfig) -> None:
            "choose sft or base")
     if config.algorithm == "wspo":
         _validate_wspo_references(config)
+    if (problem := validate_logging(config.logging)):
+        raise ConfigError(problem)
     _check(config.ray.stage_timeout_s > 0, "ray.stage_timeout_s", config.ray.stage_timeout_s, "must be > 0")
     _check(config.ray.max_failures >= 0, "ray.max_failures", config.ray.max_failures, "must be >= 0")
 
@@ -310,6 +315,10 @@ def preflight(config: RunConfig) -> None:
 
     from agents.generation import vllm_available
 
+    from orchestrator.trackers import check_installed
+
+    if (missing := check_installed(config.logging)):
+        raise ConfigError(missing)
     if (skipped := check_gpu_memory(config)):
         logging.getLogger("orchestrator").warning(
             "GPU memory preflight skipped for %s: config.json not reachable", ", ".join(skipped))

@@ -63,6 +63,7 @@ class OrchestratorCore:
         self.current_stage: str | None = None
         self.stage_progress: dict[str, Any] = {"stage": None, "done": 0, "total": 0, "count": 0}
         self.stage_lines: list[tuple[int, str]] = []  # (stage count, one line) of the last finished stages
+        self.trackers = None  # experiment trackers, opened with the run directory's first round
         self._round_timing: dict[str, Any] = {}
         self.stage_round = 0  # the round the running stages belong to (0 = setup)
         self._setup_done = False
@@ -139,6 +140,7 @@ class OrchestratorCore:
         log.debug(line)  # the driver prints it (ProgressPrinter), once, also into `ray job logs`
         self.stage_lines = (self.stage_lines + [(count, line)])[-STAGE_LINES_KEPT:]
         metrics = {a: r for a, r in result.results.items() if isinstance(r, dict) and "steps" in r}
+        self._tracked().log_stage(name, self.stage_round, result.wall_s, metrics)
         self.run_dir.log("stage", stage=name, round=self.stage_round,
                          wall_s=round(result.wall_s, 4), actor_s={a: round(s, 4) for a, s in result.actor_s.items()},
                          actor_cpu_s={a: round(s, 4) for a, s in result.actor_cpu_s.items()},
@@ -275,6 +277,15 @@ class OrchestratorCore:
         summary = self.summary()
         self.run_dir.write_summary(summary)
         plot_rewards(summary, self.run_dir.plots / "rewards.png")
+        self._tracked().log_round(self.rounds[-1], summary)
+
+    def _tracked(self):
+        """The run's trackers (TensorBoard, W&B, MLflow as configured), opened on first use."""
+        if self.trackers is None:
+            from orchestrator.trackers import Trackers
+
+            self.trackers = Trackers(self.config.logging, self.run_dir.root, self.config.to_dict())
+        return self.trackers
 
     def save(self, path: str | None = None) -> str:
         """Checkpoint every agent's adapters plus the orchestrator state, atomically."""
@@ -317,6 +328,10 @@ class OrchestratorCore:
 
     def shutdown(self) -> None:
         from ray.util.placement_group import remove_placement_group
+
+        if self.trackers is not None:
+            self.trackers.close()
+            self.trackers = None
 
         self.pool.shutdown()
         for group in self.placement_groups:

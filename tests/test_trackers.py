@@ -1,0 +1,70 @@
+"""Experiment trackers read back: TensorBoard's event files (its EventAccumulator) and the MLflow
+run (its client) hold exactly the numbers of summary.json; W&B writes its offline run."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from orchestrator import load_config
+from orchestrator.config import ConfigError, preflight
+from orchestrator.trackers import LoggingConfig, check_installed, flatten, validate
+
+needs_trackers = pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("tensorboard", "mlflow", "wandb")),
+                                    reason="install the trackers extra: pip install '.[trackers]'")
+
+
+def test_bad_backend_and_missing_package_are_one_line(monkeypatch):
+    with pytest.raises(ConfigError, match=r"logging.backends=\['jsonl', 'neptune'\]: unknown \['neptune'\]"):
+        load_config(None, ["logging.backends=[jsonl, neptune]"])
+    assert validate(LoggingConfig(wandb_mode="sometimes")).startswith("logging.wandb_mode='sometimes'")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    assert check_installed(LoggingConfig(backends=["jsonl", "mlflow"])) == (
+        "logging.backends includes 'mlflow' but mlflow is not installed; pip install '.[trackers]'")
+    with pytest.raises(ConfigError, match="mlflow is not installed"):
+        preflight(load_config(None, ["logging.backends=[mlflow]"]))
+
+
+def test_flatten_nests_with_slashes():
+    assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": None, "e": {}}) == {"a/b": 1, "a/c": "[1, 2]", "d": "null", "e": "{}"}
+
+
+@needs_trackers
+@pytest.mark.ray
+def test_tensorboard_mlflow_and_wandb_hold_the_summary(ray_cluster, cache_dir, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from orchestrator.api import run
+    from tests.conftest import TINY_RUN
+
+    run_dir = tmp_path / "run"
+    summary = run(load_config(None, [*TINY_RUN, "rounds=1", "teachers.count=1", f"output_dir={run_dir}",
+                                     f"cache_dir={cache_dir}", "logging.backends=[jsonl, tensorboard, mlflow, wandb]",
+                                     "logging.wandb_mode=offline", "logging.project=w2s-test"]))
+    expected = {(r["round"], agent, metric): value for r in summary["rounds"] for agent, values in r["eval"].items()
+                for metric, value in values.items() if isinstance(value, float)}
+    assert ("eval", "student") and (1, "student", "reward") in expected
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    for (index, agent, metric), value in expected.items():
+        points = {e.step: e.value for e in events.Scalars(f"eval/{agent}/{metric}")}
+        assert points[index] == pytest.approx(value, abs=1e-6)  # TensorBoard keeps float32
+    assert {"train/student/loss", "train/teacher_0/loss", "timing_s/train", "baseline/student_sft_gold/reward"} <= set(tags)
+    steps = [e.step for e in events.Scalars("train/student/loss")]
+    assert steps == sorted(steps) and steps[-1] > steps[0]  # the agent's global optimizer step
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the run's default store is a file store
+    client = MlflowClient(tracking_uri=(run_dir / "mlruns").resolve().as_uri())
+    [mlflow_run] = client.search_runs([client.get_experiment_by_name("w2s-test").experiment_id])
+    for (index, agent, metric), value in expected.items():
+        history = {m.step: m.value for m in client.get_metric_history(mlflow_run.info.run_id, f"eval/{agent}/{metric}")}
+        assert history[index] == pytest.approx(value, abs=1e-9)
+    assert mlflow_run.data.params["seed"] == "0" and mlflow_run.data.params["teachers/count"] == "1"
+    assert mlflow_run.info.status == "FINISHED"
+    assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert json.loads((run_dir / "summary.json").read_text())["rounds"] == summary["rounds"]
