@@ -131,6 +131,14 @@ class RayConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """Which round checkpoints stay on disk (the newest always does: a resume starts there)."""
+
+    keep_last: int = 0  # the newest N rounds (0: every round)
+    keep_best: str | None = None  # also the best round by "<agent>.<metric>" of its eval, e.g. student.reward
+
+
+@dataclass
 class RunConfig:
     algorithm: str = "macpo"  # a registered algorithm: macpo | wspo
     seed: int = 0  # data split, LoRA init, batch order, sampling (not which base: that is each spec's seed)
@@ -157,6 +165,7 @@ class RunConfig:
     ray: RayConfig = field(default_factory=RayConfig)  # cluster, timeouts, failures
     progress: bool = True  # progress bars on a terminal
     logging: LoggingConfig = field(default_factory=LoggingConfig)  # experiment trackers beside metrics.jsonl
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)  # retention of round checkpoints
 
     @property
     def has_reward_model(self) -> bool:
@@ -245,6 +254,10 @@ def validate(config: RunConfig) -> None:
            "choose sft or base")
     if config.algorithm == "wspo":
         _validate_wspo_references(config)
+    _check(config.checkpoint.keep_last >= 0, "checkpoint.keep_last", config.checkpoint.keep_last, "must be >= 0")
+    best = config.checkpoint.keep_best
+    _check(best is None or (isinstance(best, str) and len(best.split(".", 1)) == 2 and all(best.split(".", 1))),
+           "checkpoint.keep_best", best, 'expected "<agent>.<metric>", e.g. student.reward')
     if (problem := validate_logging(config.logging)):
         raise ConfigError(problem)
     _check(config.ray.stage_timeout_s > 0, "ray.stage_timeout_s", config.ray.stage_timeout_s, "must be > 0")

@@ -27,7 +27,7 @@ from orchestrator.config import RunConfig, config_from_dict, model_spec
 from orchestrator.evaluation import evaluate
 from orchestrator.plots import plot_rewards
 from orchestrator.pool import AgentPool, StageResult
-from orchestrator.run_dir import RunDirectory, ensure_output_dir, round_line, write_json_atomic
+from orchestrator.run_dir import RunDirectory, ensure_output_dir, retained_rounds, round_line, write_json_atomic
 from tasks import TaskData, load_task
 
 log = logging.getLogger("orchestrator")
@@ -301,6 +301,11 @@ class OrchestratorCore:
         final = self.run_dir.commit_checkpoint(tmp, index, self._state_dict())
         for agent in self.agents:
             self.pool.restore_dirs[agent] = str(final / agent)
+        retention = self.config.checkpoint
+        if retention.keep_last or retention.keep_best:
+            keep = retained_rounds(self.rounds, retention.keep_last, retention.keep_best) | {index}
+            if (gone := self.run_dir.prune_checkpoints(keep)):
+                self.run_dir.log("checkpoints_pruned", rounds=gone, kept=sorted(keep))
         return str(final)
 
     def _state_dict(self) -> dict:

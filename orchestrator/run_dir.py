@@ -104,9 +104,35 @@ class RunDirectory:
                 and (p / STATE_FILE).is_file()]
         return max(done, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), default=None)
 
+    def prune_checkpoints(self, keep: set[int]) -> list[int]:
+        """Delete the complete checkpoints of rounds not in `keep`; returns the rounds deleted."""
+        gone = []
+        for path in sorted(self.checkpoints.glob(f"{CHECKPOINT_PREFIX}*")):
+            index = path.name[len(CHECKPOINT_PREFIX):]
+            if index.isdigit() and int(index) not in keep:
+                shutil.rmtree(path)
+                gone.append(int(index))
+        return gone
+
     @staticmethod
     def read_state(checkpoint: Path) -> dict:
         return json.loads((checkpoint / STATE_FILE).read_text())
+
+def retained_rounds(rounds: list[dict], keep_last: int, keep_best: str | None) -> set[int]:
+    """Which rounds' checkpoints to keep: the newest `keep_last` (0: all), the round where
+    `keep_best` ("<agent>.<metric>" of its eval, higher is better) peaked, and always the newest
+    (what a resume starts from)."""
+    indices = [r["round"] for r in rounds]
+    if not indices:
+        return set()
+    keep = set(indices if keep_last <= 0 else indices[-keep_last:]) | {indices[-1]}
+    if keep_best:
+        agent, metric = keep_best.split(".", 1)
+        scored = [(r["eval"][agent][metric], r["round"]) for r in rounds if metric in r["eval"].get(agent, {})]
+        if scored:
+            keep.add(max(scored, key=lambda x: (x[0], -x[1]))[1])  # ties: the earliest round
+    return keep
+
 
 def round_line(record: dict) -> str:
     """`round 1 done in 12.3s: student=0.975  teacher_0=0.864` - one finished round in one line."""

@@ -147,3 +147,23 @@ def test_progress_printer_prints_each_stage_and_round_once(capsys):
     for info in polls:
         quiet.update(info)
     assert capsys.readouterr().out.splitlines() == ["round 0 done"]
+
+
+def test_checkpoint_retention_keeps_last_best_and_newest(tmp_path):
+    from orchestrator.run_dir import RunDirectory, retained_rounds
+
+    rounds = [{"round": i, "eval": {"student": {"reward": r}}} for i, r in enumerate([0.5, 0.9, 0.7, 0.6])]
+    assert retained_rounds(rounds, 1, None) == {3}
+    assert retained_rounds(rounds, 2, "student.reward") == {1, 2, 3}
+    assert retained_rounds(rounds, 0, None) == {0, 1, 2, 3}
+    assert retained_rounds(rounds, 1, "teacher_9.reward") == {3}  # an agent never evaluated keeps nothing extra
+    run_dir = RunDirectory(tmp_path / "run")
+    for i in range(4):
+        run_dir.commit_checkpoint(run_dir.new_checkpoint(i), i, {"round": i})
+    assert run_dir.prune_checkpoints({1, 3}) == [0, 2]
+    assert sorted(p.name for p in run_dir.checkpoints.iterdir()) == ["round_1", "round_3"]
+    assert run_dir.latest_checkpoint().name == "round_3"
+    with pytest.raises(ConfigError, match="checkpoint.keep_best='reward'"):
+        load_config(None, ["checkpoint.keep_best=reward"])
+    with pytest.raises(ConfigError, match="checkpoint.keep_last=-1"):
+        load_config(None, ["checkpoint.keep_last=-1"])

@@ -226,10 +226,15 @@ def test_sixteen_teachers_fit_two_cores(ray_cluster, cache_dir, tmp_path):
 def test_stage_events_carry_their_round(ray_cluster, cache_dir, tmp_path):
     from orchestrator.api import run
 
-    run(tiny_config(tmp_path, cache_dir, "rounds=2", "teachers.count=1", "baselines.strong_ceiling=false"))
+    summary = run(tiny_config(tmp_path, cache_dir, "rounds=2", "teachers.count=1", "baselines.strong_ceiling=false",
+                              "checkpoint.keep_last=1", "checkpoint.keep_best=teacher_0.reward"))
     events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     train_rounds = [e["round"] for e in events if e["event"] == "stage" and e["stage"] == "train"]
     assert train_rounds == [1, 2]
+    # retention: the newest round and the teacher's best round stay, the others were deleted
+    best = max(summary["rounds"], key=lambda r: (r["eval"]["teacher_0"]["reward"], -r["round"]))["round"]
+    kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("round_*"))
+    assert kept == sorted({f"round_{best}", "round_2"})
     assert {e["round"] for e in events if e["event"] == "stage" and e["stage"] == "teacher_sft"} == {0}
 
 
