@@ -143,7 +143,8 @@ class RunConfig:
     algorithm: str = "macpo"  # a registered algorithm: macpo | wspo
     seed: int = 0  # data split, LoRA init, batch order, sampling (not which base: that is each spec's seed)
     rounds: int = 2  # rounds after initialisation (WSPO always runs 1)
-    output_dir: str | None = None  # default runs/<timestamp>
+    output_dir: str | None = None  # default runs/<timestamp> (<storage_root>/<timestamp> in a Ray job)
+    storage_root: str | None = None  # absolute path every node sees, for jobs' runs; default $W2S_STORAGE, else ~/w2s-runs
     cache_dir: str | None = None  # built tiny bases; default $W2S_CACHE_DIR or ~/.cache/w2s_ray
     task: TaskConfig = field(default_factory=TaskConfig)  # data: which task, split sizes
     student: ModelSpec = field(default_factory=lambda: ModelSpec(name_or_path="tiny:strong"))  # the strong model
@@ -224,6 +225,11 @@ def validate(config: RunConfig) -> None:
 
     _check(config.algorithm in ALGORITHMS, "algorithm", config.algorithm, f"choose one of {ALGORITHMS}")
     _check(config.rounds >= 0, "rounds", config.rounds, "must be >= 0")
+    for key in ("output_dir", "storage_root"):
+        value = getattr(config, key)
+        _check(not (isinstance(value, str) and "://" in value), key, value,
+               "storage URIs (s3://, gs://, file://) are not supported yet (they would be written as a local "
+               "folder); use a path every node can see")
     _check(config.eval_size >= 0, "eval_size", config.eval_size, "must be >= 0")
     _check(config.ablation.mutual_positives or config.ablation.hard_negatives, "ablation.hard_negatives", False,
            "with ablation.mutual_positives=false too, every pair would be an answer against itself; keep one of them")

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             from orchestrator.run_dir import ensure_output_dir
 
             config = load_config(args.config, args.overrides)
-            ensure_output_dir(config)
+            print(f"run directory: {os.path.abspath(ensure_output_dir(config))}", flush=True)
         if args.quiet:
             config.progress = False
     except (ConfigError, FileNotFoundError) as exc:

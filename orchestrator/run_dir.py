@@ -8,6 +8,7 @@ temporary name first and renamed, so a crash never leaves a half-written file th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -22,15 +23,43 @@ CHECKPOINT_PREFIX = "round_"
 STATE_FILE = "orchestrator_state.json"
 
 
+STORAGE_ENV = "W2S_STORAGE"  # where runs go when a job's config names no absolute output_dir
+DEFAULT_STORAGE = "~/w2s-runs"
+log = logging.getLogger("orchestrator")
+
+
 def default_output_dir() -> str:
     return os.path.join("runs", datetime.now().strftime("%Y%m%d-%H%M%S"))
 
 
+def in_ray_working_dir(cwd: str | os.PathLike | None = None) -> bool:
+    """Whether this process runs in a Ray job's temporary copy of its working_dir, which Ray deletes
+    with the session or when it evicts the package: nothing meant to last may be written there."""
+    parts = Path(cwd or os.getcwd()).resolve().parts
+    return "working_dir_files" in parts or any(p.startswith("_ray_pkg_") for p in parts)
+
+
+def storage_root(config) -> Path:
+    """`storage_root`, else $W2S_STORAGE, else ~/w2s-runs."""
+    return Path(os.path.expanduser(config.storage_root or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE)).resolve()
+
+
 def ensure_output_dir(config) -> str:
-    """The run's output_dir, set to `runs/<timestamp>` when the config leaves it empty: the one
-    place that default is applied (the CLI, the API and the controller all ask here)."""
+    """The run's output_dir, decided once (the CLI, the API and the controller all ask here):
+    unset -> `runs/<timestamp>`, or `<storage root>/<timestamp>` when a storage root is set or the
+    run is a Ray job; a relative output_dir inside a job's temporary working_dir is placed under the
+    storage root instead (said in one line), so a job's results outlive its session."""
+    in_job = in_ray_working_dir()
     if not config.output_dir:
-        config.output_dir = default_output_dir()
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        durable = in_job or config.storage_root or os.environ.get(STORAGE_ENV)
+        config.output_dir = str(storage_root(config) / stamp) if durable else default_output_dir()
+    elif in_job and not os.path.isabs(os.path.expanduser(config.output_dir)):
+        placed = str(storage_root(config) / config.output_dir)
+        log.warning("output_dir=%s is relative inside Ray's temporary copy of the working_dir (deleted with the "
+                    "session): writing to %s instead (set storage_root or $%s to choose)", config.output_dir, placed,
+                    STORAGE_ENV)
+        config.output_dir = placed
     return config.output_dir
 
 

@@ -80,10 +80,12 @@ def head():
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def submit(head, *args: str, timeout: float = 400, module: str = "orchestrator.main") -> tuple[str, str]:
+def submit(head, *args: str, timeout: float = 400, module: str = "orchestrator.main",
+           env: dict | None = None) -> tuple[str, str]:
     """`ray job submit ... -- python -m <module> <args>` from the repo root; returns (final status, logs)."""
     runtime_env = json.dumps({"excludes": [".git", ".venv", ".ci", "runs", "**/__pycache__", "*.egg-info"],
-                              "env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}})
+                              "env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                                           **(env or {})}})
     cmd = [RAY, "job", "submit", "--address", head["dashboard"], "--working-dir", ".", "--no-wait",
            "--runtime-env-json", runtime_env, "--", "python", "-m", module, *args]
     for _ in range(60):  # right after start the head's job agent may not be registered yet
@@ -104,10 +106,13 @@ def submit(head, *args: str, timeout: float = 400, module: str = "orchestrator.m
 
 
 def test_job_submit_runs_on_the_existing_cluster(head, tmp_path, cache_dir):
-    run_dir = tmp_path / "job-run"
-    status, logs = submit(head, *TINY_RUN, "rounds=1", "teachers.count=2", f"output_dir={run_dir}",
-                          f"cache_dir={cache_dir}", "progress=true")
+    # no output_dir: a job's default run directory lies under the storage root, not in Ray's temporary
+    # copy of the working_dir (deleted with the session), and the log says where
+    status, logs = submit(head, *TINY_RUN, "rounds=1", "teachers.count=2", f"cache_dir={cache_dir}", "progress=true",
+                          env={"W2S_STORAGE": str(tmp_path / "store")})
     assert status == "SUCCEEDED", logs[-3000:]
+    [run_dir] = list((tmp_path / "store").iterdir())
+    assert f"run directory: {run_dir}" in logs
     assert "Started a local Ray instance" not in logs  # connected to the cluster, never a second one
     assert "round 0 done" in logs and "round 1 done" in logs  # progress reaches the job's logs
     # quiet job logs: one line per finished stage, no bar redrawn every poll

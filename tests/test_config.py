@@ -167,3 +167,22 @@ def test_checkpoint_retention_keeps_last_best_and_newest(tmp_path):
         load_config(None, ["checkpoint.keep_best=reward"])
     with pytest.raises(ConfigError, match="checkpoint.keep_last=-1"):
         load_config(None, ["checkpoint.keep_last=-1"])
+
+
+def test_default_output_dir_outlives_a_ray_job(tmp_path, monkeypatch):
+    """In a Ray job's temporary working_dir copy, runs go under the storage root, never into the copy."""
+    from orchestrator.run_dir import STORAGE_ENV, ensure_output_dir
+
+    copy = tmp_path / "session_x" / "runtime_resources" / "working_dir_files" / "_ray_pkg_abc"
+    copy.mkdir(parents=True)
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert ensure_output_dir(load_config(None)).startswith("runs/")  # a plain local run: as before
+    monkeypatch.chdir(copy)
+    unset = ensure_output_dir(load_config(None))
+    assert unset.startswith(str(tmp_path / "home" / "w2s-runs")) and "_ray_pkg_" not in unset
+    monkeypatch.setenv(STORAGE_ENV, str(tmp_path / "store"))
+    assert ensure_output_dir(load_config(None, ["output_dir=runs/mine"])) == str(tmp_path / "store" / "runs" / "mine")
+    assert ensure_output_dir(load_config(None, [f"output_dir={tmp_path}/abs"])) == f"{tmp_path}/abs"
+    with pytest.raises(ConfigError, match=r"output_dir='s3://bucket/run': storage URIs"):
+        load_config(None, ["output_dir=s3://bucket/run"])
