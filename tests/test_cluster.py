@@ -52,7 +52,7 @@ def port_open(port: int) -> bool:
 @pytest.fixture(scope="session")
 def head():
     """A local multi-process Ray head with dashboard (job server) and Ray client server."""
-    gcs, dashboard = free_port(), free_port()
+    gcs, dashboard, agent = free_port(), free_port(), free_port()
     # a short temp dir: Ray's unix sockets live under it and long pytest paths break the job agent
     temp = tempfile.mkdtemp(prefix="rh-", dir="/tmp")
     # the cluster's `python` is this venv's, as on a cluster set up from ray_cluster.yaml
@@ -62,6 +62,7 @@ def head():
         [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--include-dashboard=true",
          f"--ray-client-server-port={CLIENT_PORT}", "--num-cpus=2", "--disable-usage-stats",
+         f"--dashboard-agent-listen-port={agent}",  # not the fixed default: another Ray here may hold it
          f"--temp-dir={temp}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
