@@ -17,7 +17,6 @@ estimate meant to refuse what cannot fit, not to promise that what passes fits.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 

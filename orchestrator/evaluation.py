@@ -54,7 +54,7 @@ def evaluate(ctl: Any, jobs: dict[str, tuple[str, str]]) -> dict[str, dict]:
     references = [ex.chosen for ex in examples]
     for slot in ctl.config.judges():
         labels = list(answers)
-        *scores, reference = ctl.score_answer_sets(slot, slot, "score", prompts, [answers[l] for l in labels] + [references])
+        *scores, reference = ctl.score_answer_sets(slot, slot, "score", prompts, [answers[label] for label in labels] + [references])
         prefix = JUDGE_METRICS[slot]
         for label, values in zip(labels, scores):
             out[label][f"{prefix}_score"] = sum(values) / max(len(values), 1)
