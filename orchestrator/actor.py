@@ -21,4 +21,6 @@ class _OrchestratorActor(OrchestratorCore):
         return str(self.run_dir.root)
 
 
-Orchestrator = ray.remote(_OrchestratorActor)
+# threaded (4 calls at once), so progress() and summary() answer while run_round() runs, however the
+# actor was created (the CLI, the API or a user's `Orchestrator.options(...).remote(...)`)
+Orchestrator = ray.remote(max_concurrency=4)(_OrchestratorActor)

@@ -56,7 +56,6 @@ def create_orchestrator(config: RunConfig, resume_dir: str | None = None) -> Any
     run_dir = resume_dir or ensure_output_dir(config)
     handle = Orchestrator.options(
         name=orchestrator_name(run_dir), namespace=config.ray.namespace, num_cpus=config.resources.orchestrator_cpus,
-        max_concurrency=4,  # progress()/summary() answer while a round runs
     ).remote(config.to_dict(), resume_dir)
     ray.get(handle.ready.remote())
     return handle
