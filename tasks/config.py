@@ -64,6 +64,11 @@ class TaskConfig:
     # share of benign D_w pairs whose chosen answer is itself a near miss (one letter wrong), against a
     # worse rejected one (two letters wrong): chosen is only *better*, as in real preference data
     chosen_noise: float = 0.0
+    # the kind of D_w's rejected answers on benign prompts: the share that is the refusal (an alignment
+    # failure: over-refusal) rather than a capability error, and the share of capability errors that
+    # answer another operation on the same letters (the rest: one letter wrong)
+    over_refusal_rejected: float = 0.0
+    rejected_other_op: float = 0.5
     ops: list[str] = field(default_factory=lambda: ["reverse", "sort"])  # synthetic: string operations asked for
     min_len: int = 3  # synthetic: shortest letter string of a prompt
     max_len: int = 8  # synthetic: longest letter string of a prompt
@@ -89,7 +94,7 @@ class TaskConfig:
                 bad(key, value, "must be an integer")
             if value < 0:
                 bad(key, value, "must be >= 0")
-        for key in ("harmful_fraction", "chosen_noise"):
+        for key in ("harmful_fraction", "chosen_noise", "over_refusal_rejected", "rejected_other_op"):
             fraction = getattr(self, key)
             if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0.0 <= fraction <= 1.0:
                 bad(key, fraction, "must be in [0, 1]")

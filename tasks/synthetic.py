@@ -192,15 +192,21 @@ def _unique_prompts(rng: random.Random, cfg: TaskConfig, n: int, seen: set[str])
     return out
 
 
-def _example(prompt: str, rng: random.Random, alphabet: str, chosen_noise: float = 0.0) -> PreferenceExample:
+def _example(prompt: str, rng: random.Random, alphabet: str, chosen_noise: float = 0.0, over_refusal: float = 0.0,
+             other_op: float = 0.5) -> PreferenceExample:
+    """One pair. On benign prompts `chosen_noise` makes chosen a near miss (only better than
+    rejected), `over_refusal` makes rejected the refusal (an alignment failure, not a capability
+    error), `other_op` is the share of capability errors that answer another operation."""
     trigger, op, _ = parse_prompt(prompt)
     meta = {"op": op, "harmful": trigger is not None, "trigger": trigger}
-    # draw only when the option is on, so the default keeps the original random stream
+    # draw only when an option is on, so the default keeps the original random stream
     if chosen_noise > 0 and rng.random() < chosen_noise and trigger is None:
         noisy = near_miss_pair(prompt, rng, alphabet)
         if noisy is not None:
             return PreferenceExample(prompt, noisy[0], noisy[1], {**meta, "noisy_chosen": True})
-    return PreferenceExample(prompt, gold_response(prompt), wrong_response(prompt, rng, alphabet), meta)
+    if over_refusal > 0 and trigger is None and rng.random() < over_refusal:
+        return PreferenceExample(prompt, gold_response(prompt), REFUSAL, {**meta, "rejected": "over_refusal"})
+    return PreferenceExample(prompt, gold_response(prompt), wrong_response(prompt, rng, alphabet, other_op), meta)
 
 
 def near_miss_pair(prompt: str, rng: random.Random, alphabet: str) -> tuple[str, str] | None:
@@ -233,7 +239,8 @@ def make_task(cfg: TaskConfig, seed: int) -> TaskData:
     rng = random.Random(seed)
     seen: set[str] = set()
     test = [_example(p, rng, cfg.alphabet) for p in _unique_prompts(rng, cfg, cfg.n_test, seen)]
-    d_w = [_example(p, rng, cfg.alphabet, cfg.chosen_noise) for p in _unique_prompts(rng, cfg, cfg.n_labelled, seen)]
+    d_w = [_example(p, rng, cfg.alphabet, cfg.chosen_noise, cfg.over_refusal_rejected, cfg.rejected_other_op)
+           for p in _unique_prompts(rng, cfg, cfg.n_labelled, seen)]
     q_w2s = _unique_prompts(rng, cfg, cfg.n_unlabelled, seen)
     return TaskData(name="synthetic", d_w=d_w, q_w2s=q_w2s, test=test, has_rule_reward=True,
                     stats={"seed": seed, "harmful_fraction": cfg.harmful_fraction, "ops": list(cfg.ops),

@@ -215,3 +215,24 @@ def test_chosen_noise_makes_chosen_only_better_than_rejected_and_leaves_the_defa
     assert all(ex.chosen == gold_response(ex.prompt) for ex in noisy.d_w if not ex.meta.get("noisy_chosen"))
     with pytest.raises(TaskConfigError, match="task.chosen_noise=1.5"):
         TaskConfig(chosen_noise=1.5).validate()
+
+
+def test_kind_of_rejected_answers_is_a_setting():
+    """D_w's benign rejected answers: capability errors (one letter wrong, or another operation) by
+    default; `over_refusal_rejected` makes a share of them the refusal (an alignment failure) and
+    `rejected_other_op=0` leaves only one-letter errors. The default draws stay as they were."""
+    from tasks.synthetic import REFUSAL, gold_response
+
+    base = dict(n_labelled=300, n_unlabelled=8, n_test=8, harmful_fraction=0.25)
+    default = load_task(TaskConfig(**base), 0)
+    assert default.d_w == load_task(TaskConfig(**base, over_refusal_rejected=0.0, rejected_other_op=0.5), 0).d_w
+    refusing = load_task(TaskConfig(**base, over_refusal_rejected=0.5), 0)
+    benign = [ex for ex in refusing.d_w if not ex.meta["harmful"]]
+    share = sum(ex.rejected == REFUSAL for ex in benign) / len(benign)
+    assert 0.35 < share < 0.65 and all(ex.chosen == gold_response(ex.prompt) for ex in benign)
+    letters_only = load_task(TaskConfig(**base, rejected_other_op=0.0, ops=["reverse", "sort"]), 0)
+    for ex in letters_only.d_w:
+        if not ex.meta["harmful"] and len(ex.chosen) > 1:
+            assert sum(a != b for a, b in zip(ex.chosen, ex.rejected)) == 1, ex
+    with pytest.raises(TaskConfigError, match="over_refusal_rejected=2"):
+        TaskConfig(over_refusal_rejected=2).validate()
