@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -207,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     dtype = args.dtype or ("bfloat16" if args.device == "cuda" else "float32")
     result = run_check(args.device, dtype, args.hidden, args.layers, args.pairs, args.new_tokens)
-    result.update(benchmark="gpu_check", measured_at=time.strftime("%Y-%m-%d %H:%M:%S"),
-                  machine={"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                           "torch": torch.__version__, "cuda": result["gpu"]})
+    from orchestrator.sweep_report import machine  # torch and the standard library only: no Ray needed
+
+    result.update(benchmark="gpu_check", measured_at=time.strftime("%Y-%m-%d %H:%M:%S"), machine=machine())
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2))
     for name, check in result["checks"].items():

@@ -168,11 +168,6 @@ class RunConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)  # experiment trackers beside metrics.jsonl
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)  # retention of round checkpoints
 
-    @property
-    def has_reward_model(self) -> bool:
-        """Whether any judge scores the agents' answers (so evaluation generates them)."""
-        return bool(self.judges())
-
     def judges(self) -> dict[str, RewardModelSpec]:
         """The configured judge slots (actor name -> spec), in start order."""
         return {slot: getattr(self, slot) for slot in JUDGE_METRICS if getattr(self, slot).name_or_path is not None}

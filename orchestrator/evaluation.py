@@ -31,7 +31,7 @@ def evaluate(ctl: Any, jobs: dict[str, tuple[str, str]]) -> dict[str, dict]:
     examples = eval_examples(ctl)
     prompts = [ex.prompt for ex in examples]
     rule = ctl.task.has_rule_reward
-    judge = ctl.config.has_reward_model
+    judge = bool(ctl.config.judges())
     out: dict[str, dict] = {label: {} for label in jobs}
     answers: dict[str, list[str]] = {}
     for batch in one_call_per_actor(jobs):
