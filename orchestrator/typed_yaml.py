@@ -77,14 +77,30 @@ def convert_value(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def _merged(base: dict, over: dict) -> dict:
+    """`over` on top of `base`, mappings merged key by key (lists and values replaced)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def from_mapping(cls: type, data: dict, prefix: str = "") -> Any:
+    """`cls` from a mapping. A partial mapping for a dataclass field fills the rest from that field's
+    own default (e.g. `train.wspo: {lr: 1e-3}` keeps WSPO's epochs, batch and gamma), not from the
+    nested class's generic defaults."""
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            raise ConfigError(f"{full}: unknown key (valid keys: {', '.join(sorted(names))})")
+        if key not in fields:
+            raise ConfigError(f"{full}: unknown key (valid keys: {', '.join(sorted(fields))})")
+        factory = fields[key].default_factory
+        if isinstance(value, dict) and factory is not dataclasses.MISSING:
+            default = factory()
+            if dataclasses.is_dataclass(default):
+                value = _merged(dataclasses.asdict(default), value)
         kwargs[key] = convert_value(value, hints[key], full)
     return cls(**kwargs)
 

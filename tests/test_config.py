@@ -186,3 +186,13 @@ def test_default_output_dir_outlives_a_ray_job(tmp_path, monkeypatch):
     assert ensure_output_dir(load_config(None, [f"output_dir={tmp_path}/abs"])) == f"{tmp_path}/abs"
     with pytest.raises(ConfigError, match=r"output_dir='s3://bucket/run': storage URIs"):
         load_config(None, ["output_dir=s3://bucket/run"])
+
+
+def test_a_partial_stage_keeps_that_stage_s_own_defaults():
+    """Overriding one key of a training stage keeps the rest of *that stage's* defaults (WSPO's
+    epochs, batch and gamma; the weak DPO's reference), not TrainConfig's generic ones."""
+    cfg = load_config(None, ["algorithm=wspo", "train.wspo.lr=1e-3", "train.weak_dpo.lr=5e-3"])
+    assert (cfg.train.wspo.lr, cfg.train.wspo.epochs, cfg.train.wspo.batch_size, cfg.train.wspo.shift_scale) == (1e-3, 3, 8, 0.1)
+    assert cfg.train.weak_dpo.reference == "round_start" and cfg.train.weak_dpo.lr == 5e-3
+    sampled = load_config(None, ["sampling={max_new_tokens: 5}"])
+    assert (sampled.sampling.temperature, sampled.sampling.top_p, sampled.sampling.max_new_tokens) == (0.95, 0.7, 5)
