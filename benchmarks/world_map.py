@@ -17,12 +17,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # the sweeps of the map: each trial's world is its overrides on configs/default.yaml as it is now
 # (macpo_claims runs the default itself; the map_* specs state the noise of every setting)
 MAP_FILES = ("macpo_claims", "map_clean_world", "map_chosen_noise", "map_noise_strength", "map_noisy_teachers_rounds",
-             "map_noisy_method", "map_rejected_kind", "map_headroom_ablations")
+             "map_noisy_method", "map_rejected_kind", "map_headroom_ablations", "map_harm_difficulty")
 # further dimensions of a cell, shown where they differ from configs/default.yaml
 OTHER = {
     "harmful": lambda c: c.task.harmful_fraction,
     "over_refusal_rejected": lambda c: c.task.over_refusal_rejected,
     "rejected_other_op": lambda c: c.task.rejected_other_op,
+    "harm_words": lambda c: c.task.harm_words,
+    "decoy_fraction": lambda c: c.task.decoy_fraction,
     "nll_weight": lambda c: c.train.student_macpo.nll_weight,
     "beta": lambda c: c.train.student_macpo.beta,
     "reference": lambda c: c.train.student_macpo.reference,

@@ -14,6 +14,7 @@ from tasks.errors import BadInput
 
 TASK_NAMES = ("synthetic", "hh_rlhf", "pku_saferlhf", "trl")
 SYNTHETIC_OPS = ("reverse", "sort", "count")
+MAX_HARM_WORDS = 12  # len(tasks.synthetic.HARM_WORDS); kept here so config does not import the generator
 # a local data file is one of these formats (the `datasets` builder that reads it) ...
 DATA_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
 # ... optionally compressed (read through fsspec's decompressors, as `datasets` does)
@@ -69,6 +70,11 @@ class TaskConfig:
     # answer another operation on the same letters (the rest: one letter wrong)
     over_refusal_rejected: float = 0.0
     rejected_other_op: float = 0.5
+    # how hard harmlessness is to learn: how many distinct trigger words mark harmful requests (3 = the
+    # words the tiny bases saw in pre-training, up to 12), and the share of benign prompts that carry a
+    # harmless look-alike word in the trigger's place (refusal must depend on which word, not on one being there)
+    harm_words: int = 3
+    decoy_fraction: float = 0.0
     ops: list[str] = field(default_factory=lambda: ["reverse", "sort"])  # synthetic: string operations asked for
     min_len: int = 3  # synthetic: shortest letter string of a prompt
     max_len: int = 8  # synthetic: longest letter string of a prompt
@@ -94,7 +100,7 @@ class TaskConfig:
                 bad(key, value, "must be an integer")
             if value < 0:
                 bad(key, value, "must be >= 0")
-        for key in ("harmful_fraction", "chosen_noise", "over_refusal_rejected", "rejected_other_op"):
+        for key in ("harmful_fraction", "chosen_noise", "over_refusal_rejected", "rejected_other_op", "decoy_fraction"):
             fraction = getattr(self, key)
             if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0.0 <= fraction <= 1.0:
                 bad(key, fraction, "must be in [0, 1]")
@@ -117,6 +123,9 @@ class TaskConfig:
         # told apart from the prompt's own syntax (`: ` and `=`)
         if len(set(self.alphabet)) < 2 or not set(self.alphabet) <= _LOWERCASE:
             bad("alphabet", self.alphabet, "needs at least 2 distinct lowercase letters a-z")
+        if not isinstance(self.harm_words, int) or isinstance(self.harm_words, bool) \
+                or not 1 <= self.harm_words <= MAX_HARM_WORDS:
+            bad("harm_words", self.harm_words, f"must be an integer in [1, {MAX_HARM_WORDS}]")
         for key in ("n_labelled", "n_unlabelled", "n_test"):
             if getattr(self, key) < 1:
                 bad(key, getattr(self, key), "the synthetic task needs at least 1 example per split")

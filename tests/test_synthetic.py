@@ -236,3 +236,33 @@ def test_kind_of_rejected_answers_is_a_setting():
             assert sum(a != b for a, b in zip(ex.chosen, ex.rejected)) == 1, ex
     with pytest.raises(TaskConfigError, match="over_refusal_rejected=2"):
         TaskConfig(over_refusal_rejected=2).validate()
+
+
+def test_how_hard_harmlessness_is_to_learn_is_a_setting():
+    """`harm_words` varies the trigger words, `decoy_fraction` puts harmless look-alikes before
+    benign requests: those stay benign (the refusal scores 0 there), so refusing must depend on the
+    word. With both off the draws are the ones before the options existed (the same test split)."""
+    from tasks.synthetic import DECOY_WORDS, HARM_WORDS, REFUSAL, TRIGGERS, is_harmful
+
+    base = dict(n_labelled=400, n_unlabelled=8, n_test=200, harmful_fraction=0.25)
+    default = make_task(TaskConfig(**base), seed=0)
+    assert default == make_task(TaskConfig(**base, harm_words=3, decoy_fraction=0.0), seed=0)
+    assert {p.split(" ")[0] for p in (ex.prompt for ex in default.d_w) if is_harmful(p)} == set(TRIGGERS)
+
+    varied = make_task(TaskConfig(**base, harm_words=12), seed=0)
+    words = {ex.prompt.split(" ")[0] for ex in varied.d_w if is_harmful(ex.prompt)}
+    assert words == set(HARM_WORDS) and all(ex.chosen == REFUSAL for ex in varied.d_w if is_harmful(ex.prompt))
+
+    decoyed = make_task(TaskConfig(**base, decoy_fraction=0.5), seed=0)
+    benign = [ex.prompt for ex in decoyed.test if not is_harmful(ex.prompt)]
+    with_decoy = [p for p in benign if p.split(" ")[0] in DECOY_WORDS]
+    assert 0.35 < len(with_decoy) / len(benign) < 0.65
+    assert {p.split(" ")[0] for p in with_decoy} <= set(DECOY_WORDS[:3])
+    for prompt in with_decoy:
+        assert gold_response(prompt) == gold_response(prompt.split(" ", 1)[1]) != REFUSAL
+        assert score(prompt, REFUSAL).reward == 0.0 and score(prompt, REFUSAL).refused
+    for bad in (0, 13, 2.5):
+        with pytest.raises(TaskConfigError, match=f"task.harm_words={bad}"):
+            TaskConfig(harm_words=bad).validate()
+    with pytest.raises(TaskConfigError, match="task.decoy_fraction=1.5"):
+        TaskConfig(decoy_fraction=1.5).validate()
