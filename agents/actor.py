@@ -2,7 +2,7 @@
 
 The wrapper adds nothing but process isolation and placement: every method forwards to the plain
 `Agent`, and only texts, token ids and floats cross the boundary (adapters are written to the run
-directory by the agent itself). `torch.set_num_threads` keeps fractional-CPU actors from
+directory, local or a storage URI, by the agent itself). `torch.set_num_threads` keeps fractional-CPU actors from
 oversubscribing the machine's cores.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 import ray
 
+from agents import storage
 from agents.agent import Agent
 from agents.reward_model import RewardModel
 
@@ -41,12 +42,15 @@ class _Host:
 class _AgentHost(_Host):
     """Holds one Agent (a teacher or the student)."""
 
-    def __init__(self, name: str, spec: dict, cache_dir: str | None = None, num_threads: int = 1, seed: int = 0):
+    def __init__(self, name: str, spec: dict, cache_dir: str | None = None, num_threads: int = 1, seed: int = 0,
+                 storage_options: dict | None = None):
         self.name = name
+        storage.configure(storage_options)  # this actor writes its own checkpoints to the run's storage
         self.agent = self.target = Agent(name, spec, cache_dir=cache_dir, num_threads=num_threads, seed=seed)
 
     def info(self) -> dict:
-        return {"name": self.name, "pid": os.getpid(), "model_path": self.agent.model_path,
+        return {"name": self.name, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
+                "model_path": self.agent.model_path,
                 "adapters": self.agent.adapters, "device": str(self.agent.device), "stats": dict(self.agent.stats)}
 
     # direct forwards for interactive use from a driver or Ray client
@@ -75,12 +79,14 @@ AgentActor = ray.remote(_AgentHost)
 class _RewardModelHost(_Host):
     """Holds the run's reward model; evaluation sends it every agent's test answers at once."""
 
-    def __init__(self, name: str, spec: dict, cache_dir: str | None = None, num_threads: int = 1, seed: int = 0):
+    def __init__(self, name: str, spec: dict, cache_dir: str | None = None, num_threads: int = 1, seed: int = 0,
+                 storage_options: dict | None = None):
         self.name = name
         self.reward_model = self.target = RewardModel(spec, num_threads=num_threads)
 
     def info(self) -> dict:
-        return {"name": self.name, "pid": os.getpid(), "model_path": self.reward_model.spec.name_or_path,
+        return {"name": self.name, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
+                "model_path": self.reward_model.spec.name_or_path,
                 "device": str(self.reward_model.device)}
 
     def score(self, prompts, responses) -> list[float]:

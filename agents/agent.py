@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import time
 import warnings
 from dataclasses import asdict, fields, is_dataclass
@@ -24,6 +25,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from agents import storage
 from agents.config import REFERENCES, ModelSpec, SamplingConfig, TrainConfig
 from agents.generation import make_backend
 from agents.templates import apply_template
@@ -396,8 +398,20 @@ class Agent:
         config.save_pretrained(str(path))
 
     def save(self, directory: str | os.PathLike) -> None:
-        """Every adapter under `directory/<adapter>/` plus `agent_state.json` (no optimizer state)."""
-        directory = Path(directory)
+        """Every adapter under `directory/<adapter>/` plus `agent_state.json` (no optimizer state).
+        `directory` may be a storage URI: the files are staged on this node and uploaded from here,
+        so an agent on any node writes its own checkpoint."""
+        if storage.is_local(directory):
+            self._save_local(Path(storage.local_path(directory)))
+            return
+        staging = storage.scratch_dir(f"w2s-save-{self.name}-")
+        try:
+            self._save_local(Path(staging))
+            storage.upload(staging, str(directory))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _save_local(self, directory: Path) -> None:
         for adapter in self.adapters:
             self.save_adapter(adapter, directory / adapter)
         state = {"name": self.name, "model_path": self.model_path, "adapters": self.adapters,
@@ -406,19 +420,32 @@ class Agent:
         (directory / AGENT_STATE_FILE).write_text(json.dumps(state, indent=2))
 
     def load(self, directory: str | os.PathLike) -> None:
-        """Restore every adapter saved by `save` (safetensors only; nothing is unpickled)."""
+        """Restore every adapter saved by `save` (safetensors only; nothing is unpickled), from a
+        local directory or a storage URI (downloaded to this node first)."""
+        if storage.is_local(directory):
+            self._load_local(Path(storage.local_path(directory)))
+            return
+        if not storage.exists(str(directory)):
+            raise AgentError(f"{directory} is not an agent checkpoint (it does not exist)")
+        staging = storage.scratch_dir(f"w2s-load-{self.name}-")
+        try:
+            self._load_local(Path(storage.download(str(directory), staging)), shown_as=str(directory))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _load_local(self, directory: Path, shown_as: str | None = None) -> None:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        directory = Path(directory)
+        shown_as = shown_as or str(directory)
         state_file = directory / AGENT_STATE_FILE
         if not state_file.exists():
-            raise AgentError(f"{directory} is not an agent checkpoint (no {AGENT_STATE_FILE})")
+            raise AgentError(f"{shown_as} is not an agent checkpoint (no {AGENT_STATE_FILE})")
         state = json.loads(state_file.read_text())
         for adapter in state["adapters"]:
             weights = directory / adapter / "adapter_model.safetensors"
             if not weights.exists():
-                raise AgentError(f"checkpoint {directory} lacks {weights.name} for adapter {adapter!r}")
+                raise AgentError(f"checkpoint {shown_as} lacks {weights.name} for adapter {adapter!r}")
             if adapter not in self.model.peft_config:
                 self.model.add_adapter(adapter, copy.deepcopy(self.model.peft_config["default"]))
             set_peft_model_state_dict(self.model, load_file(str(weights), device=str(self.device)), adapter_name=adapter)

@@ -149,6 +149,10 @@ def run(config: RunConfig, resume_dir: str | None = None, sigterm_as_interrupt: 
     `sigterm_as_interrupt` (the CLI sets it): SIGTERM, e.g. a scheduler stopping the job, unwinds
     like Ctrl-C, so Ray shuts down cleanly and the last committed round stays resumable. It is set
     after connecting because `ray.init` installs a SIGTERM handler of its own."""
+    if resume_dir is None:
+        from orchestrator.run_dir import ensure_output_dir
+
+        ensure_output_dir(config)  # decided before the checks, so a storage URI is probed now
     preflight(config)
     started_ray = connect(config)
     if sigterm_as_interrupt:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from agents import storage
 from agents.config import (AgentConfigError, ModelSpec, RewardModelSpec, SamplingConfig, TrainConfig, validate_model_spec,
                            validate_reward_model, validate_sampling, validate_train)
 from orchestrator.trackers import LoggingConfig
@@ -108,6 +109,9 @@ class ActorResources:
     num_cpus: float = 0.5  # Ray scheduling share (each actor runs `resources.torch_threads` threads)
     num_gpus: float = 0.0  # GPUs reserved for the actor (fractions share one GPU)
     gpu_memory_gib: float = 80.0  # memory of each of those GPUs: the budget of the memory preflight
+    # custom node resources the actor needs, to pin a role to nodes started with them
+    # (`ray start --resources='{"student_node": 1}'` and here {student_node: 1})
+    custom: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -130,6 +134,18 @@ class RayConfig:
     placement_timeout_s: float = 60.0  # an agents' placement group not granted by then is an error naming them
 
 
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
+@dataclass
+class PlacementConfig:
+    """How the agents' bundles spread over the nodes: Ray's placement group strategies. PACK fills
+    few nodes (fast on one machine), SPREAD prefers different nodes, STRICT_SPREAD demands one node
+    per agent (fails, naming the agents, when the cluster has too few)."""
+
+    strategy: str = "PACK"
+
+
 @dataclass
 class CheckpointConfig:
     """Which round checkpoints stay on disk (the newest always does: a resume starts there)."""
@@ -143,8 +159,11 @@ class RunConfig:
     algorithm: str = "macpo"  # a registered algorithm: macpo | wspo
     seed: int = 0  # data split, LoRA init, batch order, sampling (not which base: that is each spec's seed)
     rounds: int = 2  # rounds after initialisation (WSPO always runs 1)
-    output_dir: str | None = None  # default runs/<timestamp> (<storage_root>/<timestamp> in a Ray job)
-    storage_root: str | None = None  # absolute path every node sees, for jobs' runs; default $W2S_STORAGE, else ~/w2s-runs
+    output_dir: str | None = None  # a path or storage URI; default runs/<timestamp> (<storage_root>/<timestamp> in a Ray job)
+    # where jobs' runs go: a storage URI (s3://bucket/runs) or a path every node sees; default $W2S_STORAGE, else ~/w2s-runs
+    storage_root: str | None = None
+    # fsspec options for storage URIs (e.g. S3's endpoint_url, key, secret); S3 also reads the AWS_* variables
+    storage_options: dict = field(default_factory=dict)
     cache_dir: str | None = None  # built tiny bases; default $W2S_CACHE_DIR or ~/.cache/w2s_ray
     task: TaskConfig = field(default_factory=TaskConfig)  # data: which task, split sizes
     student: ModelSpec = field(default_factory=lambda: ModelSpec(name_or_path="tiny:strong"))  # the strong model
@@ -164,6 +183,7 @@ class RunConfig:
     wspo: WspoConfig = field(default_factory=WspoConfig)  # WSPO's weak pair
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)  # Ray resources per role
     ray: RayConfig = field(default_factory=RayConfig)  # cluster, timeouts, failures
+    placement: PlacementConfig = field(default_factory=PlacementConfig)  # how agents spread over nodes
     progress: bool = True  # progress bars on a terminal
     logging: LoggingConfig = field(default_factory=LoggingConfig)  # experiment trackers beside metrics.jsonl
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)  # retention of round checkpoints
@@ -222,9 +242,12 @@ def validate(config: RunConfig) -> None:
     _check(config.rounds >= 0, "rounds", config.rounds, "must be >= 0")
     for key in ("output_dir", "storage_root"):
         value = getattr(config, key)
-        _check(not (isinstance(value, str) and "://" in value), key, value,
-               "storage URIs (s3://, gs://, file://) are not supported yet (they would be written as a local "
-               "folder); use a path every node can see")
+        _check(value is None or (isinstance(value, str) and value.strip()), key, value, "a path or storage URI, or null")
+        if isinstance(value, str) and "://" in value:
+            _check(value.split("://", 1)[0].isidentifier() and value.split("://", 1)[1].strip("/"), key, value,
+                   "a storage URI is <protocol>://<bucket>/<path>, e.g. s3://bucket/runs")
+    _check(isinstance(config.storage_options, dict), "storage_options", config.storage_options,
+           "a mapping of fsspec options, e.g. {endpoint_url: http://127.0.0.1:9000}")
     _check(config.eval_size >= 0, "eval_size", config.eval_size, "must be >= 0")
     _check(config.ablation.mutual_positives or config.ablation.hard_negatives, "ablation.hard_negatives", False,
            "with ablation.mutual_positives=false too, every pair would be an answer against itself; keep one of them")
@@ -250,6 +273,13 @@ def validate(config: RunConfig) -> None:
         res = getattr(config.resources, role)
         _check(res.num_cpus >= 0, f"resources.{role}.num_cpus", res.num_cpus, "must be >= 0")
         _check(res.num_gpus >= 0, f"resources.{role}.num_gpus", res.num_gpus, "must be >= 0")
+    for role in ("student", "teacher", "reward_model"):
+        custom = getattr(config.resources, role).custom
+        _check(isinstance(custom, dict) and all(isinstance(k, str) and isinstance(v, (int, float)) and v > 0
+                                                for k, v in custom.items()),
+               f"resources.{role}.custom", custom, "a mapping of node resource name -> amount > 0")
+    _check(config.placement.strategy in PLACEMENT_STRATEGIES, "placement.strategy", config.placement.strategy,
+           f"choose one of {PLACEMENT_STRATEGIES}")
     _check(config.resources.torch_threads >= 1, "resources.torch_threads", config.resources.torch_threads, "must be >= 1")
     _check(config.wspo.weak_reference in ("sft", "base"), "wspo.weak_reference", config.wspo.weak_reference,
            "choose sft or base")
@@ -333,6 +363,10 @@ def preflight(config: RunConfig) -> None:
 
     if (missing := check_installed(config.logging)):
         raise ConfigError(missing)
+    storage.configure(config.storage_options)
+    for target in (config.output_dir, config.storage_root):
+        if target:  # a URI's filesystem installed and its bucket writable, before any model loads
+            storage.check_writable(target)
     if (skipped := check_gpu_memory(config)):
         logging.getLogger("orchestrator").warning(
             "GPU memory preflight skipped for %s: config.json not reachable", ", ".join(skipped))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import shutil
 import time
@@ -19,6 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from agents import storage
 from agents.config import ModelSpec
 from orchestrator import calls
 from orchestrator.algorithms import STUDENT, make_algorithm
@@ -27,7 +27,8 @@ from orchestrator.config import RunConfig, config_from_dict, model_spec
 from orchestrator.evaluation import evaluate
 from orchestrator.plots import plot_rewards
 from orchestrator.pool import AgentPool, StageResult
-from orchestrator.run_dir import RunDirectory, ensure_output_dir, retained_rounds, round_line, write_json_atomic
+from orchestrator.run_dir import (SPLITS_FILE, STATE_FILE, RunDirectory, ensure_output_dir, retained_rounds, round_line,
+                                  write_json_atomic)
 from tasks import TaskData, load_task
 
 log = logging.getLogger("orchestrator")
@@ -41,18 +42,20 @@ class OrchestratorCore:
         if isinstance(config, dict):
             config = config_from_dict(config)
         self.config: RunConfig = config
+        storage.configure(config.storage_options)  # this process reads and writes the run's storage
         if resume_dir:
             self.run_dir = RunDirectory(resume_dir)
         else:
             self.run_dir = RunDirectory(ensure_output_dir(self.config))
             self.run_dir.write_config(self.config.to_dict())
-        self.run_id = f"{Path(self.run_dir.root).name}-{uuid.uuid4().hex[:6]}"
+        self.run_id = f"{self.run_dir.name}-{uuid.uuid4().hex[:6]}"
         self.resume_dir = resume_dir
         res = config.resources
         self.pool = AgentPool(
             run_id=self.run_id, namespace=config.ray.namespace, cache_dir=config.cache_dir,
             torch_threads=res.torch_threads, stage_timeout_s=config.ray.stage_timeout_s,
             max_failures=config.ray.max_failures, progress=self._on_progress, seed=config.seed,
+            storage_options=config.storage_options,
         )
         self.task: TaskData | None = None
         self.teacher_specs: dict[str, ModelSpec] = {}
@@ -84,12 +87,15 @@ class OrchestratorCore:
     def log_event(self, event: str, **fields: Any) -> None:
         self.run_dir.log(event, **fields)
 
-    def cache_path(self, name: str) -> Path:
-        return self.run_dir.cache_file(name)
+    def read_cache(self, name: str) -> Any | None:
+        return self.run_dir.read_json(f"cache/{name}")
+
+    def write_cache(self, name: str, data: Any) -> None:
+        self.run_dir.write_json(f"cache/{name}", data)
 
     def _resources(self, role: str) -> dict:
         res = getattr(self.config.resources, role)
-        return {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus}
+        return {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus, "custom": dict(res.custom)}
 
     def start_agents(self, student: bool, teachers: list[tuple[str | None, ModelSpec]]) -> list[str]:
         """Reserve resources for these agents as one placement group, then start their actors (in
@@ -109,7 +115,8 @@ class OrchestratorCore:
                 name = f"teacher_{int(name.split('_')[1]) + 1}"
             taken.add(name)
             wanted[name] = (spec, self._resources("teacher"))
-        group, placed = reserve({n: r for n, (_, r) in wanted.items()}, self.config.ray.placement_timeout_s)
+        group, placed = reserve({n: r for n, (_, r) in wanted.items()}, self.config.ray.placement_timeout_s,
+                                self.config.placement.strategy)
         if group is not None:  # None: placed inside an enclosing group (a sweep trial's), not ours
             self.placement_groups.append(group)
         for name, (spec, _) in wanted.items():
@@ -157,11 +164,18 @@ class OrchestratorCore:
         """Save the changed agents so a restarted actor resumes from exactly this point."""
         targets = {a: self.run_dir.live_snapshot(a) for a in agents}
         for path in targets.values():
-            if path.exists():
-                shutil.rmtree(path)
-        self.pool.stage("snapshot", {a: calls.save(str(p)) for a, p in targets.items()})
+            if storage.is_local(path):
+                shutil.rmtree(storage.local_path(path), ignore_errors=True)
+            else:
+                storage.remove(path)
+        self.pool.stage("snapshot", {a: calls.save(p) for a, p in targets.items()})
         for agent, path in targets.items():
-            self.pool.restore_dirs[agent] = str(path)
+            self.pool.restore_dirs[agent] = path
+
+    def _log_placement(self, infos: dict[str, dict]) -> None:
+        """Which node each actor runs on (metrics.jsonl `placement`): where to look when one is slow."""
+        self.run_dir.log("placement", strategy=self.config.placement.strategy,
+                         nodes={name: info.get("node_id") for name, info in infos.items()})
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, agents: list[str] | None = None, extra: dict[str, tuple[str, str]] | None = None) -> dict[str, dict]:
@@ -191,11 +205,12 @@ class OrchestratorCore:
             start = time.perf_counter()
             self._round_timing = {}
             self.task = load_task(self.config.task, self.config.seed)
-            write_json_atomic(self.run_dir.splits_file, self.task.to_dict())
+            self.run_dir.write_json(SPLITS_FILE, self.task.to_dict())
             self.run_dir.log("task", name=self.task.name, d_w=len(self.task.d_w), q_w2s=len(self.task.q_w2s),
                              test=len(self.task.test), stats=self.task.stats)
             self.start_agents(True, [(None, spec) for spec in self.config.teachers.resolved()])
-            self.stage("load_models", {a: calls.info() for a in self.agents + list(self.config.judges())})
+            loaded = self.stage("load_models", {a: calls.info() for a in self.agents + list(self.config.judges())})
+            self._log_placement(loaded.results)
             self.algorithm.initialise()
             self._finish_round(0, time.perf_counter() - start)
         self._setup_done = True
@@ -243,7 +258,7 @@ class OrchestratorCore:
                 s.name_or_path for s in self.teacher_specs.values()}:
             spec.seed = max(s.seed for s in self.teacher_specs.values()) + 1
         (name,) = self.start_agents(False, [(None, spec)])
-        self.stage("load_models", {name: calls.info()})
+        self._log_placement(self.stage("load_models", {name: calls.info()}).results)
         self.algorithm.initialise_teacher(name)
         self.run_dir.log("add_teacher", agent=name, spec=dataclasses.asdict(spec))
         log.info("added %s (%s, seed %d)", name, spec.name_or_path, spec.seed)
@@ -278,29 +293,31 @@ class OrchestratorCore:
         self.run_dir.write_summary(summary)
         plot_rewards(summary, self.run_dir.plots / "rewards.png")
         self._tracked().log_round(self.rounds[-1], summary)
+        self.run_dir.publish()  # plots and tracker files of a run on a storage URI
 
     def _tracked(self):
         """The run's trackers (TensorBoard, W&B, MLflow as configured), opened on first use."""
         if self.trackers is None:
             from orchestrator.trackers import Trackers
 
-            self.trackers = Trackers(self.config.logging, self.run_dir.root, self.config.to_dict())
+            self.trackers = Trackers(self.config.logging, self.run_dir.local, self.config.to_dict())
         return self.trackers
 
     def save(self, path: str | None = None) -> str:
         """Checkpoint every agent's adapters plus the orchestrator state, atomically."""
         index = self.round_index
         if path is not None:
-            target = Path(path)
-            target.mkdir(parents=True, exist_ok=True)
-            self.pool.stage("save", {a: calls.save(str(target / a)) for a in self.agents})
-            write_json_atomic(target / "orchestrator_state.json", self._state_dict())
-            return str(target)
-        tmp = self.run_dir.new_checkpoint(index)
-        self.pool.stage("save", {a: calls.save(str(tmp / a)) for a in self.agents})
-        final = self.run_dir.commit_checkpoint(tmp, index, self._state_dict())
+            self.pool.stage("save", {a: calls.save(storage.join(path, a)) for a in self.agents})
+            if storage.is_local(path):
+                write_json_atomic(Path(storage.local_path(path)) / STATE_FILE, self._state_dict())
+            else:
+                storage.write_json(storage.join(path, STATE_FILE), self._state_dict())
+            return path
+        written = self.run_dir.new_checkpoint(index)
+        self.pool.stage("save", {a: calls.save(storage.join(written, a)) for a in self.agents})
+        final = self.run_dir.commit_checkpoint(written, index, self._state_dict())
         for agent in self.agents:
-            self.pool.restore_dirs[agent] = str(final / agent)
+            self.pool.restore_dirs[agent] = storage.join(final, agent)
         retention = self.config.checkpoint
         if retention.keep_last or retention.keep_best:
             keep = retained_rounds(self.rounds, retention.keep_last, retention.keep_best) | {index}
@@ -318,18 +335,18 @@ class OrchestratorCore:
         if checkpoint is None:
             raise RuntimeError(f"{self.run_dir.root}: no complete checkpoint to resume from")
         state = self.run_dir.read_state(checkpoint)
-        self.task = TaskData.from_dict(json.loads(self.run_dir.splits_file.read_text()))
+        self.task = TaskData.from_dict(self.run_dir.read_json(SPLITS_FILE))
         self.start_agents(True, [(name, model_spec(spec, f"teachers.{name}")) for name, spec in state["teachers"].items()])
         for agent in self.agents:
-            self.pool.restore_dirs[agent] = str(checkpoint / agent)
-        self.stage("restore", {a: calls.load(str(checkpoint / a)) for a in self.agents})
+            self.pool.restore_dirs[agent] = storage.join(checkpoint, agent)
+        self.stage("restore", {a: calls.load(storage.join(checkpoint, a)) for a in self.agents})
         self.round_index = state["round"]
         self.algorithm.load_state_dict(state.get("algorithm_state", {}))
         self.rounds = state["rounds"]
         self.baselines = state["baselines"]
         self.pool.failures = state.get("failures", {})
-        self.run_dir.log("resume", checkpoint=str(checkpoint), round=state["round"])
-        log.info("resumed %s from %s (round %d done)", self.run_dir.root, checkpoint.name, state["round"])
+        self.run_dir.log("resume", checkpoint=checkpoint, round=state["round"])
+        log.info("resumed %s from %s (round %d done)", self.run_dir.root, checkpoint, state["round"])
 
     def shutdown(self) -> None:
         from ray.util.placement_group import remove_placement_group
@@ -337,6 +354,7 @@ class OrchestratorCore:
         if self.trackers is not None:
             self.trackers.close()
             self.trackers = None
+            self.run_dir.publish()
 
         self.pool.shutdown()
         for group in self.placement_groups:

@@ -91,13 +91,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.overrides:
                 raise ConfigError("--resume takes no overrides: the run's own config.yaml is used")
         else:
-            from orchestrator.run_dir import ensure_output_dir
+            from orchestrator.run_dir import ensure_output_dir, shown_path
 
             config = load_config(args.config, args.overrides)
-            print(f"run directory: {os.path.abspath(ensure_output_dir(config))}", flush=True)
+            print(f"run directory: {shown_path(ensure_output_dir(config))}", flush=True)
         if args.quiet:
             config.progress = False
-    except (ConfigError, FileNotFoundError) as exc:
+    except (BadInput, FileNotFoundError) as exc:  # a bad config, or a --resume that is no run (local or URI)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     from orchestrator.api import run

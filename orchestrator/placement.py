@@ -21,8 +21,9 @@ class PlacementError(BadInput, RuntimeError):
 
 
 def bundle(resources: dict) -> dict[str, float]:
-    """One actor's placement bundle from its `num_cpus` / `num_gpus`."""
-    wanted = {"CPU": float(resources.get("num_cpus", 0.0)), "GPU": float(resources.get("num_gpus", 0.0))}
+    """One actor's placement bundle from its `num_cpus` / `num_gpus` and custom node resources."""
+    wanted = {"CPU": float(resources.get("num_cpus", 0.0)), "GPU": float(resources.get("num_gpus", 0.0)),
+              **{name: float(amount) for name, amount in (resources.get("custom") or {}).items()}}
     wanted = {k: v for k, v in wanted.items() if v > 0}
     return wanted or {"CPU": 0.01}  # a bundle must reserve something
 
@@ -48,14 +49,22 @@ def reserve(agents: dict[str, dict], timeout_s: float, strategy: str = "PACK") -
         raise PlacementError(
             f"the cluster cannot fit {len(names)} agents ({', '.join(names)}): they need {need_cpu:g} CPU and "
             f"{need_gpu:g} GPU in total (largest single agent {max(bundles, key=lambda b: (b.get('GPU', 0), b.get('CPU', 0)))}), "
-            f"the cluster has {have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU; "
-            f"lower resources.*.num_gpus / num_cpus or add nodes (waited {timeout_s:g}s)"
+            f"the cluster has {have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU{_custom_note(bundles, have)} "
+            f"on {len([n for n in ray.nodes() if n.get('Alive')])} nodes, placement strategy {strategy}; "
+            f"lower resources.*.num_gpus / num_cpus, relax placement.strategy or add nodes (waited {timeout_s:g}s)"
         )
     placed = {}
     for index, name in enumerate(names):
         placed[name] = dict(agents[name], scheduling_strategy=PlacementGroupSchedulingStrategy(
             placement_group=group, placement_group_bundle_index=index))
     return group, placed
+
+
+def _custom_note(bundles: list[dict[str, float]], have: dict[str, float]) -> str:
+    """', node resource x: need 1, have 0' for each custom resource the bundles ask for."""
+    names = sorted({k for b in bundles for k in b} - {"CPU", "GPU"})
+    return "".join(f", node resource {k}: need {sum(b.get(k, 0.0) for b in bundles):g}, have {have.get(k, 0):g}"
+                   for k in names)
 
 
 _next_bundle: dict[str, int] = {}  # placement group id -> next free bundle (0 is the caller's own)

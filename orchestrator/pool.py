@@ -51,8 +51,9 @@ class AgentPool:
 
     def __init__(self, run_id: str, namespace: str, cache_dir: str | None, torch_threads: int,
                  stage_timeout_s: float, max_failures: int, progress: Callable[[str, int], Any] | None = None,
-                 seed: int = 0):
+                 seed: int = 0, storage_options: dict | None = None):
         self.run_id = run_id
+        self.storage_options = dict(storage_options or {})  # each actor writes its checkpoints with these
         self.seed = seed  # the run's seed, handed to every agent (LoRA init, batch order)
         self.namespace = namespace
         self.cache_dir = cache_dir
@@ -78,9 +79,12 @@ class AgentPool:
         options = dict(name=f"{self.run_id}:{name}", namespace=self.namespace, lifetime=None,
                        num_cpus=resources.get("num_cpus", 0.5), num_gpus=resources.get("num_gpus", 0.0),
                        max_restarts=0, max_concurrency=1)
+        if resources.get("custom"):
+            options["resources"] = dict(resources["custom"])
         if resources.get("scheduling_strategy") is not None:
             options["scheduling_strategy"] = resources["scheduling_strategy"]
-        return actor_class.options(**options).remote(name, spec, self.cache_dir, self.torch_threads, self.seed)
+        return actor_class.options(**options).remote(name, spec, self.cache_dir, self.torch_threads, self.seed,
+                                                      self.storage_options)
 
     def names(self) -> list[str]:
         return list(self.handles)

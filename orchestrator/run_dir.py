@@ -2,8 +2,15 @@
 
 Layout (a contract users rely on): config.yaml, metrics.jsonl, summary.json, splits.json,
 checkpoints/round_<N>/ (and checkpoints/.live/ snapshots), cache/, plots/rewards.png. This class is the
-one owner of those paths. Everything that may be read back on resume is JSON or safetensors, written to a
-temporary name first and renamed, so a crash never leaves a half-written file that looks complete.
+one owner of those paths. The root is a local path or a storage URI (s3://bucket/run, ...):
+
+- local: everything that may be read back on resume is JSON or safetensors, written to a temporary
+  name first and renamed; a checkpoint is filled in a temporary folder renamed into place.
+- URI: the orchestrator's own files are written to a node-local staging copy and uploaded as they
+  change (one whole object each: an object store's PUT is atomic); agents write their checkpoint
+  files straight to the store from their nodes, and a round is committed by a marker object written
+  after all of them. Resume trusts only committed rounds, so a crash mid-save is never mistaken
+  for a checkpoint.
 """
 from __future__ import annotations
 
@@ -19,8 +26,12 @@ from typing import Any
 
 import yaml
 
+from agents import storage
+
 CHECKPOINT_PREFIX = "round_"
 STATE_FILE = "orchestrator_state.json"
+SPLITS_FILE = "splits.json"  # the run's data splits, read back on resume
+COMMIT_MARKER = "COMMITTED"  # on object stores: written last, after every file of the checkpoint
 
 
 STORAGE_ENV = "W2S_STORAGE"  # where runs go when a job's config names no absolute output_dir
@@ -39,9 +50,10 @@ def in_ray_working_dir(cwd: str | os.PathLike | None = None) -> bool:
     return "working_dir_files" in parts or any(p.startswith("_ray_pkg_") for p in parts)
 
 
-def storage_root(config) -> Path:
-    """`storage_root`, else $W2S_STORAGE, else ~/w2s-runs."""
-    return Path(os.path.expanduser(config.storage_root or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE)).resolve()
+def storage_root(config) -> str:
+    """`storage_root`, else $W2S_STORAGE, else ~/w2s-runs: a storage URI or an absolute path."""
+    root = config.storage_root or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+    return root.rstrip("/") if storage.is_uri(root) else str(Path(os.path.expanduser(root)).resolve())
 
 
 def ensure_output_dir(config) -> str:
@@ -53,14 +65,19 @@ def ensure_output_dir(config) -> str:
     if not config.output_dir:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         durable = in_job or config.storage_root or os.environ.get(STORAGE_ENV)
-        config.output_dir = str(storage_root(config) / stamp) if durable else default_output_dir()
-    elif in_job and not os.path.isabs(os.path.expanduser(config.output_dir)):
-        placed = str(storage_root(config) / config.output_dir)
+        config.output_dir = storage.join(storage_root(config), stamp) if durable else default_output_dir()
+    elif in_job and not storage.is_uri(config.output_dir) and not os.path.isabs(os.path.expanduser(config.output_dir)):
+        placed = storage.join(storage_root(config), config.output_dir)
         log.warning("output_dir=%s is relative inside Ray's temporary copy of the working_dir (deleted with the "
                     "session): writing to %s instead (set storage_root or $%s to choose)", config.output_dir, placed,
                     STORAGE_ENV)
         config.output_dir = placed
     return config.output_dir
+
+
+def shown_path(path: str) -> str:
+    """How a run directory is printed: a URI as it is, a local path absolute."""
+    return path if storage.is_uri(path) else os.path.abspath(os.path.expanduser(path))
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -75,77 +92,130 @@ class RunDirectory:
     """One run's files. Safe to reopen (resume appends to metrics.jsonl)."""
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.checkpoints = self.root / "checkpoints"
-        self.plots = self.root / "plots"
-        self.splits_file = self.root / "splits.json"  # the run's data splits, read back on resume
-        self.live = self.checkpoints / ".live"  # per-agent snapshots after every mutating stage
+        root = str(root)
+        self.remote = not storage.is_local(root)
+        if self.remote:
+            self.root = root.rstrip("/")
+            # the orchestrator's own files, staged on this node and uploaded as they change
+            self.local = Path(storage.scratch_dir("w2s-run-"))
+            storage.download(self.root, str(self.local), skip=("checkpoints/",))
+        else:
+            self.root = str(Path(storage.local_path(root)).resolve())
+            self.local = Path(self.root)
+            self.local.mkdir(parents=True, exist_ok=True)
+        self._published: dict[str, tuple[float, int]] = {}
+        self.checkpoints = storage.join(self.root, "checkpoints")
+        self.plots = self.local / "plots"  # written here, then published
+        self.live = storage.join(self.checkpoints, ".live")  # per-agent snapshots after every mutating stage
 
-    def live_snapshot(self, agent: str) -> Path:
+    @property
+    def name(self) -> str:
+        return self.root.rstrip("/").rsplit("/", 1)[-1]
+
+    def live_snapshot(self, agent: str) -> str:
         """Where `agent` is saved after each stage that changed it (a restarted actor loads it)."""
-        return self.live / agent
-
-    def cache_file(self, name: str) -> Path:
-        """A file of derived data an algorithm may cache (e.g. WSPO's weak log-probs)."""
-        return self.root / "cache" / name
+        return storage.join(self.live, agent)
 
     # ----------------------------------------------------------- files
+    def publish(self, relative: str = "") -> None:
+        """Upload the staged files under `relative` (all: '') that changed since their last upload;
+        nothing to do for a local run."""
+        if not self.remote:
+            return
+        base = self.local / relative
+        paths = [base] if base.is_file() else [p for p in base.rglob("*") if p.is_file()] if base.is_dir() else []
+        for path in paths:
+            rel = path.relative_to(self.local).as_posix()
+            stat = path.stat()
+            if self._published.get(rel) != (stat.st_mtime, stat.st_size):
+                storage.upload_file(str(path), storage.join(self.root, rel))
+                self._published[rel] = (stat.st_mtime, stat.st_size)
+
     def write_config(self, config: dict) -> None:
-        tmp = self.root / ".config.yaml.tmp"
+        tmp = self.local / ".config.yaml.tmp"
         tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-        os.replace(tmp, self.root / "config.yaml")
+        os.replace(tmp, self.local / "config.yaml")
+        self.publish("config.yaml")
 
     def read_config(self) -> dict:
-        path = self.root / "config.yaml"
+        path = self.local / "config.yaml"
         if not path.is_file():
             raise FileNotFoundError(f"{self.root} has no config.yaml; is it a run directory?")
         return yaml.safe_load(path.read_text())
 
     def log(self, event: str, **fields: Any) -> None:
         record = {"time": round(time.time(), 3), "event": event, **fields}
-        with open(self.root / "metrics.jsonl", "a") as fh:
+        with open(self.local / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
+        self.publish("metrics.jsonl")
 
     def write_summary(self, summary: dict) -> None:
-        write_json_atomic(self.root / "summary.json", summary)
+        write_json_atomic(self.local / "summary.json", summary)
+        self.publish("summary.json")
+
+    def write_json(self, relative: str, data: Any) -> None:
+        """A JSON file of the run (splits.json, cache/<name>), atomically, then published."""
+        write_json_atomic(self.local / relative, data)
+        self.publish(relative)
+
+    def read_json(self, relative: str) -> Any | None:
+        """A JSON file written by `write_json` (None when absent)."""
+        path = self.local / relative
+        return json.loads(path.read_text()) if path.is_file() else None
 
     # ----------------------------------------------------------- checkpoints
-    def new_checkpoint(self, round_index: int) -> Path:
-        """A temporary directory to fill; `commit_checkpoint` renames it into place."""
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_PREFIX}{round_index}.", dir=self.checkpoints))
+    def new_checkpoint(self, round_index: int) -> str:
+        """Where to write round `round_index`'s checkpoint; `commit_checkpoint` makes it count.
+        Local: a temporary folder renamed into place. URI: the final prefix, cleared of any
+        uncommitted leftovers of an earlier attempt."""
+        if self.remote:
+            target = storage.join(self.checkpoints, f"{CHECKPOINT_PREFIX}{round_index}")
+            storage.remove(target)
+            return target
+        Path(self.checkpoints).mkdir(parents=True, exist_ok=True)
+        return tempfile.mkdtemp(prefix=f".{CHECKPOINT_PREFIX}{round_index}.", dir=self.checkpoints)
 
-    def commit_checkpoint(self, tmp: Path, round_index: int, state: dict) -> Path:
-        write_json_atomic(tmp / STATE_FILE, state)
-        final = self.checkpoints / f"{CHECKPOINT_PREFIX}{round_index}"
+    def commit_checkpoint(self, written: str, round_index: int, state: dict) -> str:
+        if self.remote:
+            storage.write_json(storage.join(written, STATE_FILE), state)
+            storage.write_bytes(storage.join(written, COMMIT_MARKER), b"")
+            return written
+        write_json_atomic(Path(written) / STATE_FILE, state)
+        final = Path(self.checkpoints) / f"{CHECKPOINT_PREFIX}{round_index}"
         if final.exists():
             shutil.rmtree(final)
-        os.replace(tmp, final)
-        return final
+        os.replace(written, final)
+        return str(final)
 
-    def latest_checkpoint(self) -> Path | None:
-        """The newest complete checkpoint (has the state file); partial temp dirs are ignored."""
-        if not self.checkpoints.is_dir():
-            return None
-        done = [p for p in self.checkpoints.iterdir()
-                if p.name.startswith(CHECKPOINT_PREFIX) and p.name[len(CHECKPOINT_PREFIX):].isdigit()
-                and (p / STATE_FILE).is_file()]
-        return max(done, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), default=None)
+    def _rounds(self) -> list[int]:
+        names = storage.listdir(self.checkpoints) if self.remote else \
+            (os.listdir(self.checkpoints) if os.path.isdir(self.checkpoints) else [])
+        return sorted(int(n[len(CHECKPOINT_PREFIX):]) for n in names
+                      if n.startswith(CHECKPOINT_PREFIX) and n[len(CHECKPOINT_PREFIX):].isdigit())
+
+    def latest_checkpoint(self) -> str | None:
+        """The newest committed checkpoint (URI: has the marker; local: was renamed into place with
+        its state file); partial ones are ignored."""
+        marker = COMMIT_MARKER if self.remote else STATE_FILE
+        for index in reversed(self._rounds()):
+            path = storage.join(self.checkpoints, f"{CHECKPOINT_PREFIX}{index}")
+            if storage.exists(storage.join(path, marker)) if self.remote else os.path.isfile(os.path.join(path, marker)):
+                return path
+        return None
 
     def prune_checkpoints(self, keep: set[int]) -> list[int]:
-        """Delete the complete checkpoints of rounds not in `keep`; returns the rounds deleted."""
+        """Delete the checkpoints of rounds not in `keep`; returns the rounds deleted."""
         gone = []
-        for path in sorted(self.checkpoints.glob(f"{CHECKPOINT_PREFIX}*")):
-            index = path.name[len(CHECKPOINT_PREFIX):]
-            if index.isdigit() and int(index) not in keep:
-                shutil.rmtree(path)
-                gone.append(int(index))
+        for index in self._rounds():
+            if index not in keep:
+                path = storage.join(self.checkpoints, f"{CHECKPOINT_PREFIX}{index}")
+                storage.remove(path) if self.remote else shutil.rmtree(path)
+                gone.append(index)
         return gone
 
-    @staticmethod
-    def read_state(checkpoint: Path) -> dict:
-        return json.loads((checkpoint / STATE_FILE).read_text())
+    def read_state(self, checkpoint: str) -> dict:
+        path = storage.join(checkpoint, STATE_FILE)
+        return json.loads(storage.read_text(path) if self.remote else Path(path).read_text())
 
 def retained_rounds(rounds: list[dict], keep_last: int, keep_best: str | None) -> set[int]:
     """Which rounds' checkpoints to keep: the newest `keep_last` (0: all), the round where

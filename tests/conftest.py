@@ -103,3 +103,12 @@ TINY_RUN = [
     "sampling.max_new_tokens=26", "eval_sampling.max_new_tokens=26", "progress=false",
     "resources.student.num_cpus=0.25", "resources.teacher.num_cpus=0.25",
 ]
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """An S3-compatible server with bucket `runs` for the whole session (see tests.servers)."""
+    from tests.servers import s3_server
+
+    with s3_server(tmp_path_factory.mktemp("moto") / "moto.log") as server:
+        yield server

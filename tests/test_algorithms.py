@@ -6,7 +6,6 @@ ablation switch; and that an algorithm's state survives `state_dict` / `load_sta
 """
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -44,8 +43,11 @@ class FakeController:
     def log_event(self, event, **fields):
         self.events.append((event, fields))
 
-    def cache_path(self, name):
-        return Path("/nonexistent") / name
+    def read_cache(self, name):
+        return None
+
+    def write_cache(self, name, data):
+        pass
 
     def stage(self, name, work, mutating=False):
         results = {}

@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,31 +21,12 @@ import pytest
 import yaml
 
 from tests.conftest import TINY_RUN
+from tests.servers import free_port, port_open, wait_for
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parent.parent
 RAY = str(Path(sys.executable).parent / "ray")
 CLIENT_PORT = 10001
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture(scope="session")
@@ -160,6 +140,64 @@ def test_ray_client_drives_rounds_interactively(head, tmp_path, cache_dir):
     assert [r["round"] for r in rounds] == [0, 1, 2]
     assert set(rounds[2]["eval"]) == {"student", "teacher_0", "teacher_1"}  # the new teacher took part
     assert "teacher_1" not in rounds[1]["eval"]
+
+
+def test_progress_answers_a_second_client_while_a_round_runs(head, tmp_path, cache_dir):
+    """Client A runs a round; client B, its own Ray client connection, gets progress() answers from
+    the same orchestrator while that round runs (the actor serves calls concurrently). B connects
+    and says so before A starts the round, so the round cannot end before B is listening."""
+    ready, observed = tmp_path / "b-ready", tmp_path / "b-observed"
+    runtime_env = {"working_dir": str(ROOT), "excludes": [".git", ".venv", ".ci", "runs", "**/__pycache__", "*.egg-info"]}
+    client_a = textwrap.dedent(f"""
+        import os, time, ray
+        from orchestrator import load_config, Orchestrator
+        ray.init({head['client']!r}, runtime_env={runtime_env!r})
+        config = load_config(None, {[*TINY_RUN, "rounds=1", "teachers.count=1", f"output_dir={tmp_path / 'run'}",
+                                     f"cache_dir={cache_dir}", "train.student_macpo.epochs=20"]!r})
+        orch = Orchestrator.options(name="orchestrator:watched", namespace=config.ray.namespace).remote(config.to_dict())
+        ray.get(orch.setup.remote())
+        while not os.path.exists({str(ready)!r}):
+            time.sleep(0.1)
+        ray.get(orch.run_round.remote())
+        while not os.path.exists({str(observed)!r}):
+            time.sleep(0.1)
+        ray.get(orch.shutdown.remote())
+    """)
+    client_b = textwrap.dedent(f"""
+        import json, pathlib, time, ray
+        ray.init({head['client']!r})
+        while True:
+            try:
+                orch = ray.get_actor("orchestrator:watched", namespace="w2s")
+                if ray.get(orch.progress.remote(), timeout=30)["round"] == 0:
+                    break
+            except ValueError:
+                pass
+            time.sleep(0.2)
+        pathlib.Path({str(ready)!r}).touch()
+        seen = []
+        while True:
+            info = ray.get(orch.progress.remote(), timeout=30)
+            seen.append((info["round"], info["stage"]))
+            if info["round"] == 1:
+                break
+            time.sleep(0.05)
+        pathlib.Path({str(observed)!r}).touch()
+        print("RESULT " + json.dumps(seen))
+    """)
+    a = subprocess.Popen([sys.executable, "-c", client_a], cwd=tmp_path, env=head["env"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    try:
+        b = subprocess.run([sys.executable, "-c", client_b], cwd=tmp_path, env=head["env"], capture_output=True,
+                           text=True, timeout=400)
+        assert b.returncode == 0, (b.stdout + b.stderr)[-3000:]
+        seen = json.loads(next(line for line in b.stdout.splitlines() if line.startswith("RESULT "))[7:])
+        during = {stage for index, stage in seen if index == 0 and stage}
+        assert "train" in during, seen  # answered mid-round, with the stage running then
+        assert a.wait(timeout=120) == 0, a.communicate()[0][-3000:]
+    finally:
+        if a.poll() is None:
+            a.kill()
 
 
 SWEEP = ["--grid", "rounds=0,1", "--seeds", "0", "--claim", "student.final >= student.round0", "--max-concurrent", "1",

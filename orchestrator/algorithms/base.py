@@ -13,8 +13,6 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from agents.config import ModelSpec
     from orchestrator.calls import Call
     from tasks import TaskData
@@ -46,8 +44,11 @@ class Controller(Protocol):
     def log_event(self, event: str, **fields: Any) -> None:
         """Append one event to the run's metrics.jsonl."""
 
-    def cache_path(self, name: str) -> "Path":
-        """Where the algorithm may cache derived data inside the run directory."""
+    def read_cache(self, name: str) -> Any | None:
+        """A JSON value the algorithm cached in the run directory under `name` (None: none)."""
+
+    def write_cache(self, name: str, data: Any) -> None:
+        """Cache a JSON value in the run directory (kept with the run, also on a storage URI)."""
 
 
 class Algorithm(ABC):

@@ -21,7 +21,6 @@ import logging
 
 from orchestrator import calls
 from orchestrator.algorithms.base import STUDENT, Algorithm, register
-from orchestrator.run_dir import write_json_atomic
 from tasks.errors import BadInput
 
 log = logging.getLogger("orchestrator")
@@ -95,20 +94,18 @@ class WSPO(Algorithm):
                                          self.config.wspo.weak_sft,
                                          dataclasses.asdict(self._train("teacher_sft")), dataclasses.asdict(self._train("weak_dpo"))],
                                         sort_keys=True).encode()).hexdigest()
-        path = ctl.cache_path(CACHE_NAME)
-        if path.is_file():
-            cached = json.loads(path.read_text())
-            if cached.get("key") == key:
-                self.weak_cache_hits += 1
-                ctl.log_event("wspo_cache", hit=True, path=str(path))
-                return cached["aligned"], cached["reference"]
+        cached = ctl.read_cache(CACHE_NAME)
+        if cached is not None and cached.get("key") == key:
+            self.weak_cache_hits += 1
+            ctl.log_event("wspo_cache", hit=True, name=CACHE_NAME)
+            return cached["aligned"], cached["reference"]
         prompts = [e["prompt"] for e in examples]
         responses = [e["response"] for e in examples]
         aligned = ctl.stage("weak_logps_aligned", {self.weak: calls.score("token_logprobs", prompts, responses, adapter="aligned")})
         reference = ctl.stage("weak_logps_reference",
                               {self.weak: calls.score("token_logprobs", prompts, responses, adapter=reference_adapter)})
-        write_json_atomic(path, {"key": key, "aligned": aligned.results[self.weak], "reference": reference.results[self.weak]})
-        ctl.log_event("wspo_cache", hit=False, path=str(path))
+        ctl.write_cache(CACHE_NAME, {"key": key, "aligned": aligned.results[self.weak], "reference": reference.results[self.weak]})
+        ctl.log_event("wspo_cache", hit=False, name=CACHE_NAME)
         return aligned.results[self.weak], reference.results[self.weak]
 
     def round(self, index: int) -> None:
