@@ -97,7 +97,7 @@ def test_a_run_on_s3_is_interrupted_and_resumed_from_its_uri(s3, tmp_path, cache
     uri = "s3://runs/cli"
     fs = s3fs.S3FileSystem(endpoint_url=s3["endpoint"], key="testing", secret="testing")
     proc = cli(s3["env"], *TINY, "rounds=2", f"output_dir={uri}", f"cache_dir={cache_dir}",
-               "train.teacher_macpo.epochs=20", "train.student_macpo.epochs=20")
+               "train.teacher_macpo.epochs=20", "train.student_macpo.epochs=20", "logging.backends=[jsonl,tensorboard]")
     marker = "runs/cli/checkpoints/round_1/COMMITTED"
     wait_for(lambda: fs.exists(marker) or proc.poll() is not None, 300, "round 1's commit marker")
     fs.invalidate_cache()
@@ -116,6 +116,7 @@ def test_a_run_on_s3_is_interrupted_and_resumed_from_its_uri(s3, tmp_path, cache
     assert [e["round"] for e in events if e["event"] == "round"] == [0, 1, 2]  # none lost, none repeated
     assert sum(e["event"] == "resume" for e in events) == 1
     assert fs.exists("runs/cli/plots/rewards.png") and fs.exists("runs/cli/splits.json")
+    assert fs.glob("runs/cli/tensorboard/events.out.tfevents.*")  # tracker files are uploaded too
     local = tmp_path / "download"
     fs.get("runs/cli/checkpoints", str(local), recursive=True)
     rounds = sorted(p.name for p in local.iterdir() if p.name.startswith("round_"))
