@@ -8,6 +8,7 @@ oversubscribing the machine's cores.
 from __future__ import annotations
 
 import os
+import resource
 import time
 from typing import Any
 
@@ -21,7 +22,7 @@ from agents.reward_model import RewardModel
 class _Host:
     """Holds one model object (`self.target`); `call` runs a method and reports how long it took."""
 
-    HOST_METHODS = ("info", "ping")
+    HOST_METHODS = ("info", "ping", "peak_rss_mib")
     name: str
     target: Any
 
@@ -37,6 +38,11 @@ class _Host:
 
     def ping(self) -> str:
         return self.name
+
+    @staticmethod
+    def peak_rss_mib() -> float:
+        """This actor process's peak resident memory (Linux reports ru_maxrss in KiB)."""
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class _AgentHost(_Host):

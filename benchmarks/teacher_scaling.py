@@ -1,19 +1,24 @@
-"""How one MACPO round's time grows with the number of teachers, and how well it uses the cores.
+"""How close one MACPO round comes to this machine's limit, with 1 to 16 teachers.
 
-For K in 1, 2, 4, 8 teachers: set up (not timed), then time one round on the synthetic task. From
-the run's own metrics.jsonl it reports, per stage and in total:
-  wall_s                        what the round took
-  actor_s                       wall time inside the agent actors (sum; includes waiting for a core)
-  actor_cpu_s                   CPU time the agent actors used (sum): the compute actually done
-  parallel_efficiency           (actor_cpu_s / cores) / wall_s: 1.0 = every core busy all the time
-  overhead_fraction             (wall - slowest actor) / wall per stage: orchestration cost
-Usage: python benchmarks/teacher_scaling.py [--teachers 1 2 4 8] [key=value ...]
+For each K: set up (not timed), run one round on the synthetic task, and read the round's stages
+back from the run's own metrics.jsonl. Everything compares wall and CPU time of the *same* stages
+(the round's: generate, select_positives, train, evaluate):
+  wall_s        what the stage took
+  limit_s       the physical limit: max(the busiest agent's CPU seconds, all agents' CPU seconds /
+                cores) - no schedule can finish the stage sooner on these cores
+  ratio         wall_s / limit_s (1.00 = at the limit)
+  critical      the agent with the most CPU seconds (the stage cannot end before it does)
+  overhead      (wall - slowest actor's wall) / wall: the orchestration's own cost
+Per round: the sums, the same ratio, parallel efficiency (CPU / cores / wall) and per agent the
+training tokens/s and the actor's peak resident memory.
+Usage: python benchmarks/teacher_scaling.py [--teachers 1 2 4 8 16] [key=value ...]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -25,8 +30,31 @@ from benchmarks.common import offline_env, start_ray, write_result  # noqa: E402
 ROUND_STAGES = ("generate", "select_positives", "train", "evaluate")
 
 
+def stage_limits(event: dict, cores: int) -> dict:
+    """One stage event of metrics.jsonl -> wall, limit, ratio, critical agent, overhead."""
+    cpu = event["actor_cpu_s"]
+    critical = max(cpu, key=cpu.get)
+    limit = max(cpu[critical], sum(cpu.values()) / cores)
+    wall = event["wall_s"]
+    return {"wall_s": round(wall, 3), "cpu_s": round(sum(cpu.values()), 3), "limit_s": round(limit, 3),
+            "ratio": round(wall / limit, 3) if limit else None, "critical": critical,
+            "overhead_s": round(max(0.0, wall - max(event["actor_s"].values())), 4)}
+
+
+def round_limits(events: list[dict], round_index: int, cores: int) -> dict:
+    """The round's stages (each once; a repeated name is summed) and the round's totals."""
+    stages = [e for e in events if e["event"] == "stage" and e.get("round") == round_index and e["stage"] in ROUND_STAGES]
+    per_stage = {e["stage"]: stage_limits(e, cores) for e in stages}
+    wall = sum(s["wall_s"] for s in per_stage.values())
+    limit = sum(s["limit_s"] for s in per_stage.values())
+    cpu = sum(s["cpu_s"] for s in per_stage.values())
+    return {"wall_s": round(wall, 3), "limit_s": round(limit, 3), "ratio": round(wall / limit, 3),
+            "cpu_s": round(cpu, 3), "parallel_efficiency": round(cpu / cores / wall, 3),
+            "overhead_fraction": round(sum(s["overhead_s"] for s in per_stage.values()) / wall, 4), "stages": per_stage}
+
+
 def measure(teachers: int, overrides: list[str], tmp: str) -> dict:
-    from orchestrator import load_config
+    from orchestrator import calls, load_config
     from orchestrator.core import OrchestratorCore
 
     out = f"{tmp}/k{teachers}"
@@ -36,39 +64,22 @@ def measure(teachers: int, overrides: list[str], tmp: str) -> dict:
     try:
         core.setup()
         record = core.run_round()
+        rss = core.pool.stage("peak_rss", {a: calls.Call("peak_rss_mib") for a in core.agents}).results
     finally:
         core.shutdown()
     cores = os.cpu_count()
     events = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
-    stages = [e for e in events if e["event"] == "stage" and e.get("round") == 1 and e["stage"] in ROUND_STAGES]
-    per_stage = {}
-    for e in stages:
-        entry = per_stage.setdefault(e["stage"], {"wall_s": 0.0, "actor_s": 0.0, "actor_cpu_s": 0.0, "slowest_actor_s": 0.0})
-        entry["wall_s"] += e["wall_s"]
-        entry["actor_s"] += sum(e["actor_s"].values())
-        entry["actor_cpu_s"] += sum(e["actor_cpu_s"].values())
-        entry["slowest_actor_s"] += max(e["actor_s"].values())
-    for entry in per_stage.values():
-        entry["overhead_fraction"] = round((entry["wall_s"] - entry["slowest_actor_s"]) / entry["wall_s"], 4)
-        entry["parallel_efficiency"] = round(entry["actor_cpu_s"] / cores / entry["wall_s"], 4)
-    stage_wall = sum(e["wall_s"] for e in stages)
-    actor = sum(record["timing"]["actor_s"].values())
-    cpu = sum(record["timing"]["actor_cpu_s"].values())
-    return {
-        "teachers": teachers,
-        "round_wall_s": record["timing"]["wall_s"],
-        "stage_wall_s": round(stage_wall, 3),
-        "actor_s": round(actor, 3),
-        "actor_cpu_s": round(cpu, 3),
-        "parallel_efficiency": round(cpu / cores / record["timing"]["wall_s"], 4),
-        "overhead_fraction": round(sum(e["wall_s"] - max(e["actor_s"].values()) for e in stages) / stage_wall, 4),
-        "stages": per_stage,
-    }
+    row = {"teachers": teachers, **round_limits(events, 1, cores)}
+    train = next(e for e in events if e["event"] == "stage" and e.get("round") == 1 and e["stage"] == "train")["train"]
+    row["tokens_per_s"] = {a: round(v["tokens_per_s"], 1) for a, v in train.items()}
+    row["peak_rss_mib"] = {a: round(v, 1) for a, v in rss.items()}
+    row["student_reward"] = record["eval"]["student"]["reward"]
+    return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--teachers", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--teachers", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     offline_env()
@@ -78,12 +89,10 @@ def main() -> None:
         for k in args.teachers:
             row = measure(k, args.overrides, tmp)
             rows.append(row)
-            print(f"K={k:<2} round {row['round_wall_s']:6.2f}s  actor cpu {row['actor_cpu_s']:6.2f}s  "
-                  f"efficiency {row['parallel_efficiency']:.2f}  overhead {row['overhead_fraction']:.3f}", flush=True)
-    base = rows[0]
-    for row in rows:
-        row["time_ratio_vs_first"] = round(row["round_wall_s"] / base["round_wall_s"], 3)
-        row["teacher_ratio_vs_first"] = round(row["teachers"] / base["teachers"], 3)
+            teacher_tps = [v for a, v in row["tokens_per_s"].items() if a != "student"]
+            print(f"K={k:<2} round {row['wall_s']:6.2f}s  limit {row['limit_s']:6.2f}s  ratio {row['ratio']:.2f}  "
+                  f"overhead {row['overhead_fraction']:.3f}  student {row['tokens_per_s'].get('student', 0):.0f} tok/s  "
+                  f"teacher median {statistics.median(teacher_tps) if teacher_tps else 0:.0f} tok/s", flush=True)
     path = write_result("teacher_scaling", {"overrides": args.overrides, "rows": rows})
     print(f"written to {path}")
 

@@ -13,8 +13,10 @@ import copy
 import dataclasses
 import logging
 import shutil
+import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,9 @@ class OrchestratorCore:
         self.current_stage: str | None = None
         self.stage_progress: dict[str, Any] = {"stage": None, "done": 0, "total": 0, "count": 0}
         self.stage_lines: list[tuple[int, str]] = []  # (stage count, one line) of the last finished stages
+        self._lock = threading.Lock()  # stage bookkeeping: a background stage may finish beside another
+        self._running: list[str] = []  # stages in flight (two while one runs in the background)
+        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage")
         self.trackers = None  # experiment trackers, opened with the run directory's first round
         self._round_timing: dict[str, Any] = {}
         self.stage_round = 0  # the round the running stages belong to (0 = setup)
@@ -135,30 +140,45 @@ class OrchestratorCore:
         self.stage_progress["done"] = done
 
     def stage(self, name: str, work: dict[str, Call], mutating: bool = False) -> StageResult:
-        """Run one parallel stage (agent -> Call), log its timing, snapshot changed agents."""
-        self.current_stage = name
-        count = self.stage_progress["count"] + 1
-        self.stage_progress = {"stage": name, "done": 0, "total": len(work), "count": count}
-        result = self.pool.stage(name, work)
-        if mutating:
-            self._snapshot(list(work))
+        """Run one parallel stage (agent -> Call), log its timing, snapshot changed agents.
+        Thread-safe: `stage_async` runs a stage beside the caller's next ones."""
+        with self._lock:
+            self._running.append(name)
+            self.current_stage = " + ".join(self._running)
+            count = self.stage_progress["count"] + 1
+            self.stage_progress = {"stage": name, "done": 0, "total": len(work), "count": count}
+        try:
+            result = self.pool.stage(name, work)
+            if mutating:
+                self._snapshot(list(work))
+        finally:
+            with self._lock:
+                self._running.remove(name)
+                self.current_stage = " + ".join(self._running) or None
         slowest = max(result.actor_s.values(), default=0.0)
         line = f"stage {name:<22} {result.wall_s:6.1f}s  (slowest actor {slowest:.1f}s, {len(work)} agents)"
         log.debug(line)  # the driver prints it (ProgressPrinter), once, also into `ray job logs`
-        self.stage_lines = (self.stage_lines + [(count, line)])[-STAGE_LINES_KEPT:]
         metrics = {a: r for a, r in result.results.items() if isinstance(r, dict) and "steps" in r}
-        self._tracked().log_stage(name, self.stage_round, result.wall_s, metrics)
-        self.run_dir.log("stage", stage=name, round=self.stage_round,
-                         wall_s=round(result.wall_s, 4), actor_s={a: round(s, 4) for a, s in result.actor_s.items()},
-                         actor_cpu_s={a: round(s, 4) for a, s in result.actor_cpu_s.items()},
-                         overhead_s=round(result.overhead_s, 4), **({"train": metrics} if metrics else {}))
-        timing = self._round_timing
-        timing["wall_stages_s"] = timing.get("wall_stages_s", 0.0) + result.wall_s
-        for key, values in (("actor_s", result.actor_s), ("actor_cpu_s", result.actor_cpu_s)):
-            for agent, seconds in values.items():
-                timing.setdefault(key, {})[agent] = timing.get(key, {}).get(agent, 0.0) + seconds
-        self.current_stage = None
+        with self._lock:
+            self.stage_lines = (self.stage_lines + [(count, line)])[-STAGE_LINES_KEPT:]
+            self._tracked().log_stage(name, self.stage_round, result.wall_s, metrics)
+            self.run_dir.log("stage", stage=name, round=self.stage_round,
+                             wall_s=round(result.wall_s, 4), actor_s={a: round(s, 4) for a, s in result.actor_s.items()},
+                             actor_cpu_s={a: round(s, 4) for a, s in result.actor_cpu_s.items()},
+                             overhead_s=round(result.overhead_s, 4), **({"train": metrics} if metrics else {}))
+            timing = self._round_timing
+            timing["wall_stages_s"] = timing.get("wall_stages_s", 0.0) + result.wall_s
+            for key, values in (("actor_s", result.actor_s), ("actor_cpu_s", result.actor_cpu_s)):
+                for agent, seconds in values.items():
+                    timing.setdefault(key, {})[agent] = timing.get(key, {}).get(agent, 0.0) + seconds
         return result
+
+    def stage_async(self, name: str, work: dict[str, Call], mutating: bool = False) -> Future:
+        """Start a stage and return at once; `.result()` waits for it. For work that does not
+        depend on the caller's next stages (MACPO's teachers train while the student, the round's
+        critical path, still selects its positives), so no core idles at a stage barrier. The
+        agents of the two must differ: each actor serves one call at a time."""
+        return self._background.submit(self.stage, name, work, mutating)
 
     def _snapshot(self, agents: list[str]) -> None:
         """Save the changed agents so a restarted actor resumes from exactly this point."""
@@ -350,6 +370,8 @@ class OrchestratorCore:
 
     def shutdown(self) -> None:
         from ray.util.placement_group import remove_placement_group
+
+        self._background.shutdown(wait=True)  # a background stage still writing to the run directory
 
         if self.trackers is not None:
             self.trackers.close()

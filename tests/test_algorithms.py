@@ -6,6 +6,7 @@ ablation switch; and that an algorithm's state survives `state_dict` / `load_sta
 """
 from __future__ import annotations
 
+from concurrent.futures import Future
 from types import SimpleNamespace
 
 import pytest
@@ -62,6 +63,11 @@ class FakeController:
                 results[agent] = {"steps": 1}
         return SimpleNamespace(results=results)
 
+    def stage_async(self, name, work, mutating=False):
+        done = Future()
+        done.set_result(self.stage(name, work, mutating))
+        return done
+
     def score_answer_sets(self, stage, agent, method, prompts, answer_sets):
         flat_prompts = [p for _ in answer_sets for p in prompts]
         flat = [r for answers in answer_sets for r in answers]
@@ -69,8 +75,10 @@ class FakeController:
         return [values[k * len(prompts):(k + 1) * len(prompts)] for k in range(len(answer_sets))]
 
     def trained(self, stage):
-        """agent -> (examples, objective, config, kwargs) of the train calls of `stage`."""
-        return {a: (*c.args, c.kwargs) for s, a, c in self.calls if s == stage and c.method == "train"}
+        """agent -> (examples, objective, config, kwargs) of the train calls of `stage` (MACPO's
+        `train` covers the teachers' `train_teachers` beside it)."""
+        stages = {stage, "train_teachers"} if stage == "train" else {stage}
+        return {a: (*c.args, c.kwargs) for s, a, c in self.calls if s in stages and c.method == "train"}
 
 
 def macpo_round(*overrides):

@@ -37,6 +37,9 @@ class Controller(Protocol):
     def stage(self, name: str, work: dict[str, "Call"], mutating: bool = False) -> Any:
         """Run one call per agent in parallel; `.results[agent]` holds each answer."""
 
+    def stage_async(self, name: str, work: dict[str, "Call"], mutating: bool = False) -> Any:
+        """Start a stage beside the caller's next ones; returns a Future (`.result()` waits)."""
+
     def score_answer_sets(self, stage: str, agent: str, method: str, prompts: list[str],
                           answer_sets: list[list[str]]) -> list[list[float]]:
         """Score K answer sets to the same prompts in one call to `agent`."""

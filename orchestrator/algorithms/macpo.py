@@ -44,15 +44,21 @@ class MACPO(Algorithm):
     def initialise(self) -> None:
         ctl, task = self.ctl, self.ctl.task
         teachers = ctl.teachers
-        self._initialise_teachers(teachers)
-        prompts = task.q_w2s
-        weak = ctl.stage("teacher_weak_labels", {t: calls.generate(prompts, self._sampling(1)) for t in teachers}).results
+        ceiling = None  # the strong ceiling (its own adapter and seeds) needs no teacher: it trains beside them
+        if self.config.baselines.strong_ceiling:
+            ceiling = ctl.stage_async("student_ceiling_sft", {STUDENT: calls.train(
+                self._ceiling_examples(), "sft", self._train("student_sft"), adapter="ceiling", init_from="default")},
+                mutating=True)
+        try:
+            self._initialise_teachers(teachers)
+            prompts = task.q_w2s
+            weak = ctl.stage("teacher_weak_labels", {t: calls.generate(prompts, self._sampling(1)) for t in teachers}).results
+        finally:
+            if ceiling is not None:
+                ceiling.result()  # the student's next call must not queue behind it unseen
         labels, sources = self._select(prompts, [weak[t] for t in teachers], "select_weak_labels")
         self.weak_labels = labels
         ctl.log_event("weak_labels", selected_from={teachers[k]: n for k, n in Counter(sources).items()})
-        if self.config.baselines.strong_ceiling:
-            ctl.stage("student_ceiling_sft", {STUDENT: calls.train(self._ceiling_examples(), "sft", self._train("student_sft"),
-                                                                   adapter="ceiling", init_from="default")}, mutating=True)
         ctl.stage("student_sft", {STUDENT: calls.train(_sft(prompts, labels), "sft", self._train("student_sft"))}, mutating=True)
         # the student's negative agent learns from the teachers' negative agents (one per prompt, round robin)
         negatives = [self.hard_negatives[teachers[i % len(teachers)]][i] for i in range(len(prompts))]
@@ -99,26 +105,37 @@ class MACPO(Algorithm):
         learners = ctl.agents if ablation.teachers_learn else [STUDENT]
         gens = ctl.stage("generate", {a: calls.generate(prompts, self._sampling(1000 + index)) for a in ctl.agents}).results
         hard = self.hard_negatives
-        best = None  # without mutual positives nobody's answer is selected for the student
-        if ablation.mutual_positives:
-            best, sources = self._select(prompts, [gens[t] for t in teachers], "select_positives")
-            ctl.log_event("positives", round=index, selected_from={teachers[k]: n for k, n in Counter(sources).items()})
-        pair_sets = {STUDENT: student_pairs(prompts, gens[STUDENT], hard[STUDENT], best,
-                                            ablation.mutual_positives, ablation.hard_negatives)}
-        for t in teachers:
-            if t in learners:
-                pair_sets[t] = teacher_pairs(prompts, gens[t], hard[t], gens[STUDENT],
-                                             ablation.mutual_positives, ablation.hard_negatives)
-        ctl.log_event("pairs", round=index, **{a: p.stats() for a, p in pair_sets.items()})
+        # the teachers' pairs need no selection: they train while the student selects its positives
+        pair_sets = {t: teacher_pairs(prompts, gens[t], hard[t], gens[STUDENT], ablation.mutual_positives,
+                                      ablation.hard_negatives) for t in teachers if t in learners}
+        teachers_training = self._start_training(index, "train_teachers", pair_sets, background=True)
+        try:
+            best = None  # without mutual positives nobody's answer is selected for the student
+            if ablation.mutual_positives:
+                best, sources = self._select(prompts, [gens[t] for t in teachers], "select_positives")
+                ctl.log_event("positives", round=index, selected_from={teachers[k]: n for k, n in Counter(sources).items()})
+            student = student_pairs(prompts, gens[STUDENT], hard[STUDENT], best, ablation.mutual_positives,
+                                    ablation.hard_negatives)
+            ctl.log_event("pairs", round=index, **{a: p.stats() for a, p in {STUDENT: student, **pair_sets}.items()})
+            self._start_training(index, "train", {STUDENT: student}, background=False)
+        finally:
+            if teachers_training is not None:
+                teachers_training.result()  # the round ends when every learner has trained
+
+    def _start_training(self, index: int, stage: str, pair_sets: dict, background: bool):
+        """MACPO-train every agent with usable pairs (one `stage`); in the background: a Future."""
         train_calls = {}
         for agent, pair_set in pair_sets.items():
             if not pair_set.pairs:
-                ctl.log_event("skip_training", round=index, agent=agent, reason="no usable pairs", **pair_set.stats())
+                self.ctl.log_event("skip_training", round=index, agent=agent, reason="no usable pairs", **pair_set.stats())
                 continue
             key = "student_macpo" if agent == STUDENT else "teacher_macpo"
             train_calls[agent] = calls.train(pair_set.pairs, "macpo", self._train(key))
-        if train_calls:
-            ctl.stage("train", train_calls, mutating=True)
+        if not train_calls:
+            return None
+        if background:
+            return self.ctl.stage_async(stage, train_calls, mutating=True)
+        return self.ctl.stage(stage, train_calls, mutating=True)
 
     # ------------------------------------------------------------ reporting
     def eval_extra(self, index: int) -> dict[str, tuple[str, str]]:
