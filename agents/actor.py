@@ -49,8 +49,10 @@ class _AgentHost(_Host):
     """Holds one Agent (a teacher or the student)."""
 
     def __init__(self, name: str, spec: dict, cache_dir: str | None = None, num_threads: int = 1, seed: int = 0,
-                 storage_options: dict | None = None):
+                 storage_options: dict | None = None, nice: int = 0):
         self.name = name
+        if nice:
+            os.nice(nice)  # a lower OS priority on a shared node: the critical-path agent keeps its core
         storage.configure(storage_options)  # this actor writes its own checkpoints to the run's storage
         self.agent = self.target = Agent(name, spec, cache_dir=cache_dir, num_threads=num_threads, seed=seed)
 
@@ -86,8 +88,10 @@ class _RewardModelHost(_Host):
     """Holds the run's reward model; evaluation sends it every agent's test answers at once."""
 
     def __init__(self, name: str, spec: dict, cache_dir: str | None = None, num_threads: int = 1, seed: int = 0,
-                 storage_options: dict | None = None):
+                 storage_options: dict | None = None, nice: int = 0):
         self.name = name
+        if nice:
+            os.nice(nice)
         self.reward_model = self.target = RewardModel(spec, num_threads=num_threads)
 
     def info(self) -> dict:

@@ -88,6 +88,11 @@ def batches_digest(batches: list[list[list[int]]]) -> str:
     return hashlib.sha256(json.dumps(batches).encode()).hexdigest()
 
 
+def digests(batches: list[list[list[int]]]) -> dict:
+    """The ordered digest, and one of the batches as a set (calls with another batch order do the same work)."""
+    return {"batches_sha256": batches_digest(batches), "batch_set_sha256": batches_digest(sorted(batches))}
+
+
 def load_settings(workdir: Path) -> dict:
     return json.loads((workdir / "settings.json").read_text())
 
@@ -218,13 +223,15 @@ def worker_agent(workdir: Path) -> dict:
         metrics = agent.train(examples, objective, cfg, adapter=adapter, init_from=init_from)
         seconds = time.perf_counter() - start
         return {"seconds": seconds, "steps": metrics["steps"], "tokens": record["tokens"],
-                "padded_tokens": record["padded"], "batches_sha256": batches_digest(record["batches"]),
+                "padded_tokens": record["padded"], **digests(record["batches"]),
                 "losses": list(record["losses"]), "agent_reported_tokens_per_s": metrics["tokens_per_s"]}
 
     cold = run("dpo", "cold", "default")  # warm-up and memory: the first training call of the process
     peak = peak_rss_mib()
-    dpo = run("dpo", "default", None)  # first call on "default": the batch order the TRL side was given
-    macpo = run("macpo", "macpo", "initial")
+    dpo = [run("dpo", "default", None)]  # first call on "default": the batch order the TRL side was given
+    # further calls start from the same initial adapter on another name: same batches, another order
+    dpo += [run("dpo", f"dpo-{i}", "initial") for i in range(1, s["timed_runs"])]
+    macpo = [run("macpo", "macpo", "initial")]
     return {"rss_mib": {"start": rss_start, "imports": rss_imports, "loaded": rss_loaded, "peak_after_train": peak},
             "cold": cold, "dpo": dpo, "macpo": macpo, "threads": torch.get_num_threads(),
             "reference": "base model, adapter disabled (precomputed at the start of the call)"}
@@ -317,7 +324,7 @@ def worker_trl(workdir: Path, separate_ref: bool) -> dict:
                 "adapter 'ref' (copy of the initial adapter)" if "ref" in trainer.model.peft_config else
                 "base model, adapter disabled (per step)")
         return {"seconds": seconds, "construct_s": built, "steps": trainer.state.global_step, "tokens": record["tokens"],
-                "padded_tokens": record["padded"], "batches_sha256": batches_digest(record["batches"]),
+                "padded_tokens": record["padded"], **digests(record["batches"]),
                 "losses": list(record["losses"]), "reference": mode, "rss_after_build_mib": rss_built,
                 "args": {"bf16": trainer.args.bf16, "gradient_checkpointing": trainer.args.gradient_checkpointing,
                          "optim": str(trainer.args.optim), "lr_scheduler": str(trainer.args.lr_scheduler_type),
@@ -327,14 +334,17 @@ def worker_trl(workdir: Path, separate_ref: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="peer-trl-") as tmp:
         cold, trainer = run(tmp)  # warm-up and memory: the first training call of the process
         peak = peak_rss_mib()
-        del trainer
         import gc
 
-        gc.collect()
-        warm, _ = run(tmp)
+        warm = []
+        for _ in range(s["timed_runs"]):  # a fresh model and trainer each time, as the cold call had
+            del trainer
+            gc.collect()
+            result, trainer = run(tmp)
+            warm.append(result)
     return {"rss_mib": {"start": rss_start, "imports": rss_imports, "loaded": cold["rss_after_build_mib"],
                         "peak_after_train": peak},
-            "cold": cold, "dpo": warm, "reference": warm["reference"], "threads": torch.get_num_threads(),
+            "cold": cold, "dpo": warm, "reference": warm[0]["reference"], "threads": torch.get_num_threads(),
             "trl": trl.__version__}
 
 
@@ -373,16 +383,17 @@ def versions() -> dict:
 
 def summarise(settings: dict, prep: dict, runs: dict[str, list[dict]], wall_s: float) -> dict:
     agent_runs = runs["agent"]
-    sides = {
-        "agent_dpo": [r["dpo"] for r in agent_runs],
-        "agent_macpo": [r["macpo"] for r in agent_runs],
-        "trl_ref_none": [r["dpo"] for r in runs["trl_ref_none"]],
-        "trl_ref_model": [r["dpo"] for r in runs["trl_ref_model"]],
+    sides = {  # every timed call, process by process (the first call of each process leads)
+        "agent_dpo": [c for r in agent_runs for c in r["dpo"]],
+        "agent_macpo": [c for r in agent_runs for c in r["macpo"]],
+        "trl_ref_none": [c for r in runs["trl_ref_none"] for c in r["dpo"]],
+        "trl_ref_model": [c for r in runs["trl_ref_model"] for c in r["dpo"]],
     }
     train = {}
     for name, rs in sides.items():
         tps = [r["tokens"] / r["seconds"] for r in rs]
-        train[name] = {"tokens_per_s": round(med(tps), 1), "tokens_per_s_all": [round(t, 1) for t in tps],
+        train[name] = {"tokens_per_s": round(med(tps), 1), "tokens_per_s_best": round(max(tps), 1),
+                       "calls": len(rs), "tokens_per_s_all": [round(t, 1) for t in tps],
                        "seconds": round(med([r["seconds"] for r in rs]), 3), "steps": rs[0]["steps"],
                        "tokens": rs[0]["tokens"], "padded_tokens": rs[0]["padded_tokens"],
                        "tokens_per_step": rs[0]["tokens"] / max(rs[0]["steps"], 1),
@@ -391,11 +402,13 @@ def summarise(settings: dict, prep: dict, runs: dict[str, list[dict]], wall_s: f
     train["agent_macpo"]["reference"] = agent_runs[0]["reference"]
     for name in ("trl_ref_none", "trl_ref_model"):
         train[name]["reference"] = runs[name][0]["reference"]
-        train[name]["construct_s"] = round(med([r["dpo"]["construct_s"] for r in runs[name]]), 3)
-        train[name]["trl_args"] = runs[name][0]["dpo"]["args"]
+        train[name]["construct_s"] = round(med([r["construct_s"] for r in sides[name]]), 3)
+        train[name]["trl_args"] = sides[name][0]["args"]
     train["agent_dpo"]["agent_reported_tokens_per_s"] = round(med([r["agent_reported_tokens_per_s"] for r in sides["agent_dpo"]]), 1)
     ratio = {f"agent_dpo_vs_{t}": round(train["agent_dpo"]["tokens_per_s"] / train[t]["tokens_per_s"], 3)
              for t in ("trl_ref_none", "trl_ref_model")}
+    ratio.update({f"agent_dpo_vs_{t}_best": round(train["agent_dpo"]["tokens_per_s_best"] / train[t]["tokens_per_s_best"], 3)
+                  for t in ("trl_ref_none", "trl_ref_model")})
 
     gen = prep["generate"]
     agent_gen, plain_gen = med(gen["agent_s"]), med(gen["plain_s"])
@@ -404,6 +417,8 @@ def summarise(settings: dict, prep: dict, runs: dict[str, list[dict]], wall_s: f
                 "agent_tokens_per_s": round(gen["generated_tokens"] / agent_gen, 1),
                 "plain_tokens_per_s": round(gen["generated_tokens"] / plain_gen, 1),
                 "agent_s": round(agent_gen, 4), "plain_s": round(plain_gen, 4),
+                "agent_tokens_per_s_best": round(gen["generated_tokens"] / min(gen["agent_s"]), 1),
+                "plain_tokens_per_s_best": round(gen["generated_tokens"] / min(gen["plain_s"]), 1),
                 "agent_s_all": [round(x, 4) for x in gen["agent_s"]], "plain_s_all": [round(x, 4) for x in gen["plain_s"]],
                 "ratio_agent_vs_plain": round(plain_gen / agent_gen, 3)}
 
@@ -422,7 +437,7 @@ def summarise(settings: dict, prep: dict, runs: dict[str, list[dict]], wall_s: f
 
     # ---- checks: same work on every side, learning on every side, same losses
     all_runs = [r for rs in sides.values() for r in rs] + [r["cold"] for rs in runs.values() for r in rs]
-    dpo_runs = sides["agent_dpo"] + sides["trl_ref_none"] + sides["trl_ref_model"]
+    first_calls = [r["dpo"][0] for side in TRAIN_SIDES for r in runs[side]]  # agent: first call on "default"
     agent_losses = sides["agent_dpo"][0]["losses"]
     loss_diff = {t: round(max(abs(a - b) for a, b in zip(agent_losses, sides[t][0]["losses"])), 6)
                  for t in ("trl_ref_none", "trl_ref_model")}
@@ -431,7 +446,8 @@ def summarise(settings: dict, prep: dict, runs: dict[str, list[dict]], wall_s: f
                                    "ok": len({r["tokens"] for r in all_runs}) == 1},
         "same_steps_every_side": {"steps": sorted({r["steps"] for r in all_runs}),
                                   "ok": {r["steps"] for r in all_runs} == {settings["steps"]}},
-        "same_batches_agent_and_trl": {"ok": len({r["batches_sha256"] for r in dpo_runs}) == 1},
+        "same_batches_agent_and_trl": {"ok": len({r["batches_sha256"] for r in first_calls}) == 1},
+        "same_batch_set_every_call": {"ok": len({r["batch_set_sha256"] for r in all_runs}) == 1},
         "loss_falls": {name: falls(rs[0]["losses"]) for name, rs in sides.items()},
         "agent_and_trl_losses_agree": {"max_abs_diff": loss_diff, "tolerance": 1e-3,
                                        "ok": all(d <= 1e-3 for d in loss_diff.values())},
@@ -453,15 +469,16 @@ def summarise(settings: dict, prep: dict, runs: dict[str, list[dict]], wall_s: f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per training call")
+    parser.add_argument("--steps", type=int, default=32, help="optimizer steps per training call")
     parser.add_argument("--batch-size", type=int, default=16, help="pairs per step")
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--beta", type=float, default=0.1)
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every training side")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved processes of every training side")
+    parser.add_argument("--timed-runs", type=int, default=2, help="timed training calls per process (after the cold one)")
     parser.add_argument("--gen-prompts", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--gen-repeats", type=int, default=7)
+    parser.add_argument("--gen-repeats", type=int, default=11)
     parser.add_argument("--worker", choices=["prepare", *TRAIN_SIDES], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -480,6 +497,7 @@ def main() -> None:
 
     settings = {"model": MODEL, "steps": args.steps, "batch_size": args.batch_size, "max_length": args.max_length,
                 "lr": args.lr, "beta": args.beta, "lora": LORA, "dtype": "float32", "repeats": args.repeats,
+                "timed_runs": args.timed_runs,
                 "gen_prompts": args.gen_prompts, "new_tokens": args.new_tokens, "gen_repeats": args.gen_repeats,
                 "spec": {"name_or_path": MODEL, "max_length": args.max_length, "dtype": "float32", "device": "cpu",
                          "template": "plain", "lora": LORA}}

@@ -2,13 +2,14 @@
 
 For each K: set up (not timed), run one round on the synthetic task, and read the round's stages
 back from the run's own metrics.jsonl. Everything compares wall and CPU time of the *same* stages
-(the round's: generate, select_positives, train, evaluate):
-  wall_s        what the stage took
+(the round's), phase by phase - a phase lies between two barriers where every agent must be done:
+generate | train_teachers beside select_positives, then the student's train | evaluate:
+  wall_s        what the phase took (first stage start to last stage end)
   limit_s       the physical limit: max(the busiest agent's CPU seconds, all agents' CPU seconds /
-                cores) - no schedule can finish the stage sooner on these cores
+                cores) - no schedule can finish the phase sooner on these cores
   ratio         wall_s / limit_s (1.00 = at the limit)
-  critical      the agent with the most CPU seconds (the stage cannot end before it does)
-  overhead      (wall - slowest actor's wall) / wall: the orchestration's own cost
+  critical      the agent with the most CPU seconds (the phase cannot end before it does)
+  overhead      stage time no actor spent on its call, over the wall: the orchestration's own cost
 Per round: the sums, the same ratio, parallel efficiency (CPU / cores / wall) and per agent the
 training tokens/s and the actor's peak resident memory.
 Usage: python benchmarks/teacher_scaling.py [--teachers 1 2 4 8 16] [key=value ...]
@@ -27,30 +28,41 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import offline_env, start_ray, write_result  # noqa: E402
 
-ROUND_STAGES = ("generate", "select_positives", "train", "evaluate")
+# a round's phases, between the barriers where every agent must be done: within the middle one the
+# teachers train while the student selects its positives and then trains
+PHASES = (("generate",), ("train_teachers", "select_positives", "train"), ("evaluate",))
 
 
-def stage_limits(event: dict, cores: int) -> dict:
-    """One stage event of metrics.jsonl -> wall, limit, ratio, critical agent, overhead."""
-    cpu = event["actor_cpu_s"]
+def phase_limits(events: list[dict], cores: int) -> dict:
+    """A phase's stage events -> wall (first start to last end), limit, ratio, critical agent, overhead."""
+    cpu: dict[str, float] = {}
+    for e in events:
+        for agent, seconds in e["actor_cpu_s"].items():
+            cpu[agent] = cpu.get(agent, 0.0) + seconds
     critical = max(cpu, key=cpu.get)
     limit = max(cpu[critical], sum(cpu.values()) / cores)
-    wall = event["wall_s"]
-    return {"wall_s": round(wall, 3), "cpu_s": round(sum(cpu.values()), 3), "limit_s": round(limit, 3),
-            "ratio": round(wall / limit, 3) if limit else None, "critical": critical,
-            "overhead_s": round(max(0.0, wall - max(event["actor_s"].values())), 4)}
+    wall = max(e["started"] + e["wall_s"] for e in events) - min(e["started"] for e in events)
+    # orchestration's own cost: stage time no actor spent on its call
+    overhead = sum(max(0.0, e["wall_s"] - max(e["actor_s"].values())) for e in events)
+    return {"stages": [e["stage"] for e in events], "wall_s": round(wall, 3), "cpu_s": round(sum(cpu.values()), 3),
+            "limit_s": round(limit, 3), "ratio": round(wall / limit, 3) if limit else None, "critical": critical,
+            "overhead_s": round(overhead, 4)}
 
 
 def round_limits(events: list[dict], round_index: int, cores: int) -> dict:
-    """The round's stages (each once; a repeated name is summed) and the round's totals."""
-    stages = [e for e in events if e["event"] == "stage" and e.get("round") == round_index and e["stage"] in ROUND_STAGES]
-    per_stage = {e["stage"]: stage_limits(e, cores) for e in stages}
-    wall = sum(s["wall_s"] for s in per_stage.values())
-    limit = sum(s["limit_s"] for s in per_stage.values())
-    cpu = sum(s["cpu_s"] for s in per_stage.values())
+    """Each phase of the round and the round's totals, on one basis: the wall and CPU time of the
+    same stages."""
+    stages = [e for e in events if e["event"] == "stage" and e.get("round") == round_index]
+    phases = {}
+    for names in PHASES:
+        if (members := [e for e in stages if e["stage"] in names]):
+            phases["+".join(e["stage"] for e in members)] = phase_limits(members, cores)
+    wall = sum(p["wall_s"] for p in phases.values())
+    limit = sum(p["limit_s"] for p in phases.values())
+    cpu = sum(p["cpu_s"] for p in phases.values())
     return {"wall_s": round(wall, 3), "limit_s": round(limit, 3), "ratio": round(wall / limit, 3),
             "cpu_s": round(cpu, 3), "parallel_efficiency": round(cpu / cores / wall, 3),
-            "overhead_fraction": round(sum(s["overhead_s"] for s in per_stage.values()) / wall, 4), "stages": per_stage}
+            "overhead_fraction": round(sum(p["overhead_s"] for p in phases.values()) / wall, 4), "phases": phases}
 
 
 def measure(teachers: int, overrides: list[str], tmp: str) -> dict:
@@ -70,8 +82,8 @@ def measure(teachers: int, overrides: list[str], tmp: str) -> dict:
     cores = os.cpu_count()
     events = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     row = {"teachers": teachers, **round_limits(events, 1, cores)}
-    train = next(e for e in events if e["event"] == "stage" and e.get("round") == 1 and e["stage"] == "train")["train"]
-    row["tokens_per_s"] = {a: round(v["tokens_per_s"], 1) for a, v in train.items()}
+    trained = [e["train"] for e in events if e["event"] == "stage" and e.get("round") == 1 and "train" in e]
+    row["tokens_per_s"] = {a: round(v["tokens_per_s"], 1) for train in trained for a, v in train.items()}
     row["peak_rss_mib"] = {a: round(v, 1) for a, v in rss.items()}
     row["student_reward"] = record["eval"]["student"]["reward"]
     return row

@@ -17,7 +17,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # the sweeps of the map: each trial's world is its overrides on configs/default.yaml as it is now
 # (macpo_claims runs the default itself; the map_* specs state the noise of every setting)
 MAP_FILES = ("macpo_claims", "map_clean_world", "map_chosen_noise", "map_noise_strength", "map_noisy_teachers_rounds",
-             "map_noisy_method", "map_rejected_kind", "map_headroom_ablations", "map_harm_difficulty")
+             "map_noisy_method", "map_rejected_kind", "map_headroom_ablations", "map_harm_difficulty",
+             "map_harm_words_ablations")
 # further dimensions of a cell, shown where they differ from configs/default.yaml
 OTHER = {
     "harmful": lambda c: c.task.harmful_fraction,

@@ -112,6 +112,11 @@ class ActorResources:
     # custom node resources the actor needs, to pin a role to nodes started with them
     # (`ray start --resources='{"student_node": 1}'` and here {student_node: 1})
     custom: dict = field(default_factory=dict)
+    # CPU scheduling on a shared node: torch threads of this role's actors (0: resources.torch_threads)
+    # and their niceness (higher = lower OS priority; a node's critical-path agent, usually the
+    # student, keeps its core while niced teachers fill the rest). Neither changes any result.
+    torch_threads: int = 0
+    nice: int = 0
 
 
 @dataclass
@@ -278,6 +283,10 @@ def validate(config: RunConfig) -> None:
         _check(isinstance(custom, dict) and all(isinstance(k, str) and isinstance(v, (int, float)) and v > 0
                                                 for k, v in custom.items()),
                f"resources.{role}.custom", custom, "a mapping of node resource name -> amount > 0")
+    for role in ("student", "teacher", "reward_model"):
+        res = getattr(config.resources, role)
+        _check(res.torch_threads >= 0, f"resources.{role}.torch_threads", res.torch_threads, "must be >= 0 (0: resources.torch_threads)")
+        _check(0 <= res.nice <= 19, f"resources.{role}.nice", res.nice, "must be in [0, 19] (raising priority needs root)")
     _check(config.placement.strategy in PLACEMENT_STRATEGIES, "placement.strategy", config.placement.strategy,
            f"choose one of {PLACEMENT_STRATEGIES}")
     _check(config.resources.torch_threads >= 1, "resources.torch_threads", config.resources.torch_threads, "must be >= 1")

@@ -100,7 +100,8 @@ class OrchestratorCore:
 
     def _resources(self, role: str) -> dict:
         res = getattr(self.config.resources, role)
-        return {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus, "custom": dict(res.custom)}
+        return {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus, "custom": dict(res.custom),
+                "torch_threads": res.torch_threads or self.config.resources.torch_threads, "nice": res.nice}
 
     def start_agents(self, student: bool, teachers: list[tuple[str | None, ModelSpec]]) -> list[str]:
         """Reserve resources for these agents as one placement group, then start their actors (in
@@ -147,6 +148,7 @@ class OrchestratorCore:
             self.current_stage = " + ".join(self._running)
             count = self.stage_progress["count"] + 1
             self.stage_progress = {"stage": name, "done": 0, "total": len(work), "count": count}
+        started = time.time()
         try:
             result = self.pool.stage(name, work)
             if mutating:
@@ -162,7 +164,7 @@ class OrchestratorCore:
         with self._lock:
             self.stage_lines = (self.stage_lines + [(count, line)])[-STAGE_LINES_KEPT:]
             self._tracked().log_stage(name, self.stage_round, result.wall_s, metrics)
-            self.run_dir.log("stage", stage=name, round=self.stage_round,
+            self.run_dir.log("stage", stage=name, round=self.stage_round, started=round(started, 3),
                              wall_s=round(result.wall_s, 4), actor_s={a: round(s, 4) for a, s in result.actor_s.items()},
                              actor_cpu_s={a: round(s, 4) for a, s in result.actor_cpu_s.items()},
                              overhead_s=round(result.overhead_s, 4), **({"train": metrics} if metrics else {}))

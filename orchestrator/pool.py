@@ -83,8 +83,9 @@ class AgentPool:
             options["resources"] = dict(resources["custom"])
         if resources.get("scheduling_strategy") is not None:
             options["scheduling_strategy"] = resources["scheduling_strategy"]
-        return actor_class.options(**options).remote(name, spec, self.cache_dir, self.torch_threads, self.seed,
-                                                      self.storage_options)
+        return actor_class.options(**options).remote(name, spec, self.cache_dir,
+                                                      resources.get("torch_threads") or self.torch_threads, self.seed,
+                                                      self.storage_options, resources.get("nice", 0))
 
     def names(self) -> list[str]:
         return list(self.handles)
