@@ -6,16 +6,18 @@ each (`torch.set_num_threads(1)` and OMP/MKL_NUM_THREADS=1 in every subprocess),
 pairs of the synthetic task (`D_w`: prompt / chosen / rejected), batch size, max length, beta,
 learning rate, cosine schedule, AdamW and gradient clipping, and the same number of optimizer steps
 over the very same batches in the same order (TRL's sampler is sequential over the pairs laid out in
-the Agent's batch order). Every part runs in its own subprocess; the training sides are repeated
-`--repeats` times, interleaved (the order rotates every repeat), and the median is reported, so load
-from other jobs on the machine falls on every side alike.
+the Agent's batch order). Every part runs in its own subprocess; each training side runs in
+`--repeats` processes, interleaved (the order rotates every repeat), each timing `--timed-runs`
+calls, and the median over all timed calls is reported (the best call beside it), so load from other
+jobs on the machine falls on every side alike.
 
-  train_tokens_per_s   input tokens of the policy forward (prompt+chosen and prompt+rejected, padding
+  train tokens_per_s   input tokens of the policy forward (prompt+chosen and prompt+rejected, padding
                        not counted; identical on every side, checked by a hash of the batches) per
                        second of one training call on a warm process (`Agent.train` vs
-                       `DPOTrainer.train`; the first, cold call of each process is the warm-up and
-                       the memory measurement). Both calls include one reference forward per batch:
-                       the Agent precomputes them at the start of the call, TRL per step.
+                       `DPOTrainer.train`, the trainer built untimed beforehand; the first, cold call
+                       of each process is the warm-up and the memory measurement). Both calls
+                       include one reference forward per batch: the Agent precomputes them at the
+                       start of the call, TRL per step.
   agent_dpo            `Agent.train(..., "dpo")`, reference = the base with the adapter disabled
   agent_macpo          `Agent.train(..., "macpo")` (DPO + nll_weight x the chosen NLL); no TRL peer
   trl_ref_none         `trl.DPOTrainer(model, ref_model=None, peft_config=...)`: reference = the base
@@ -34,7 +36,7 @@ same batches, same schedule: they should, up to float summation order).
 
 TRL is a benchmark-only dependency (`pip install trl`), imported only inside the TRL subprocesses.
 
-Usage: python benchmarks/peer_trl.py [--steps 40] [--batch-size 16] [--repeats 3]
+Usage: python benchmarks/peer_trl.py [--steps 32] [--batch-size 16] [--repeats 3] [--timed-runs 2]
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import offline_env, write_result  # noqa: E402
+from benchmarks.common import offline_env, write_result
 
 MODEL = "tiny:strong"
 AGENT_NAME = "bench"
@@ -342,6 +344,7 @@ def worker_trl(workdir: Path, separate_ref: bool) -> dict:
             gc.collect()
             result, trainer = run(tmp)
             warm.append(result)
+        del trainer
     return {"rss_mib": {"start": rss_start, "imports": rss_imports, "loaded": cold["rss_after_build_mib"],
                         "peak_after_train": peak},
             "cold": cold, "dpo": warm, "reference": warm[0]["reference"], "threads": torch.get_num_threads(),
@@ -353,7 +356,7 @@ def run_worker(kind: str, workdir: Path, tag: str) -> dict:
     env = {**os.environ, **THREAD_ENV, "PYTHONPATH": str(ROOT)}
     out = workdir / f"{tag}.json"
     proc = subprocess.run([sys.executable, __file__, "--worker", kind, "--workdir", str(workdir), "--out", str(out)],
-                          env=env, capture_output=True, text=True, cwd=str(ROOT))
+                          env=env, capture_output=True, text=True, cwd=str(ROOT), check=False)
     if proc.returncode != 0 or not out.is_file():
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
         raise SystemExit(f"peer_trl: worker {kind} ({tag}) failed with exit code {proc.returncode}")
@@ -381,7 +384,7 @@ def versions() -> dict:
     return out
 
 
-def summarise(settings: dict, prep: dict, runs: dict[str, list[dict]], wall_s: float) -> dict:
+def summarise(settings: dict, prep: dict, runs: dict[str, list[dict]], wall_s: float, load: dict) -> dict:
     agent_runs = runs["agent"]
     sides = {  # every timed call, process by process (the first call of each process leads)
         "agent_dpo": [c for r in agent_runs for c in r["dpo"]],
@@ -439,7 +442,7 @@ def summarise(settings: dict, prep: dict, runs: dict[str, list[dict]], wall_s: f
     all_runs = [r for rs in sides.values() for r in rs] + [r["cold"] for rs in runs.values() for r in rs]
     first_calls = [r["dpo"][0] for side in TRAIN_SIDES for r in runs[side]]  # agent: first call on "default"
     agent_losses = sides["agent_dpo"][0]["losses"]
-    loss_diff = {t: round(max(abs(a - b) for a, b in zip(agent_losses, sides[t][0]["losses"])), 6)
+    loss_diff = {t: float(f"{max(abs(a - b) for a, b in zip(agent_losses, sides[t][0]['losses'])):.3g}")
                  for t in ("trl_ref_none", "trl_ref_model")}
     checks = {
         "same_tokens_every_side": {"tokens": sorted({r["tokens"] for r in all_runs}),
@@ -458,7 +461,7 @@ def summarise(settings: dict, prep: dict, runs: dict[str, list[dict]], wall_s: f
     checks["loss_falls"]["ok"] = all(v["ok"] for v in checks["loss_falls"].values() if isinstance(v, dict))
     return {
         "settings": settings, "model": prep["model"], "versions": versions(), "cpus": os.cpu_count(), "torch_threads": 1,
-        "load_average": settings.pop("_load"), "wall_s": round(wall_s, 1),
+        "load_average": load, "wall_s": round(wall_s, 1),
         "token_definition": "non-padding input tokens of the policy forward per step: prompt+chosen and "
                             "prompt+rejected sequences (BOS and EOS included); reference forwards not counted",
         "train": train, "train_ratio": ratio, "generate": generate, "memory": memory, "checks": checks,
@@ -515,8 +518,8 @@ def main() -> None:
                 t0 = time.perf_counter()
                 runs[side].append(run_worker(side, workdir, f"{side}-{rep}"))
                 print(f"repeat {rep + 1}/{args.repeats} {side}: {time.perf_counter() - t0:.1f}s", flush=True)
-    settings["_load"] = {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]}
-    data = summarise(settings, prep, runs, time.perf_counter() - start)
+    load = {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]}
+    data = summarise(settings, prep, runs, time.perf_counter() - start, load)
 
     import torch
 
@@ -524,12 +527,14 @@ def main() -> None:
     path = write_result("peer_trl", data)
     t, g, m = data["train"], data["generate"], data["memory"]
     for name in ("agent_dpo", "agent_macpo", "trl_ref_none", "trl_ref_model"):
-        print(f"train {name:<14} {t[name]['tokens_per_s']:>9.1f} tokens/s  ({t[name]['tokens']} tokens, "
+        print(f"train {name:<14} {t[name]['tokens_per_s']:>8.1f} tokens/s (best {t[name]['tokens_per_s_best']:.1f}; "
+              f"{t[name]['tokens']} tokens, "
               f"{t[name]['steps']} steps, loss {t[name]['loss_first_step']} -> {t[name]['loss_last_step']}; "
               f"reference: {t[name]['reference']})")
     print("train ratio (agent / TRL):", json.dumps(data["train_ratio"]))
-    print(f"generate: agent {g['agent_tokens_per_s']} tokens/s, plain model.generate {g['plain_tokens_per_s']} tokens/s "
-          f"(ratio {g['ratio_agent_vs_plain']}, identical outputs: {g['identical_outputs']})")
+    print(f"generate: agent {g['agent_tokens_per_s']} tokens/s (best {g['agent_tokens_per_s_best']}), plain "
+          f"model.generate {g['plain_tokens_per_s']} tokens/s (best {g['plain_tokens_per_s_best']}); ratio "
+          f"{g['ratio_agent_vs_plain']}, identical outputs: {g['identical_outputs']}")
     for name in ("agent_dpo", "trl_ref_none", "trl_ref_model"):
         print(f"peak RSS {name:<14} {m[name]['peak_rss_mib']:.1f} MiB (after imports {m[name]['rss_after_imports_mib']:.1f})")
     for name, check in data["checks"].items():

@@ -24,6 +24,7 @@ project's venv, e.g. `python benchmarks/teacher_scaling.py`.
 | `sweeps/wspo_chosen_noise.yaml` | WSPO against its baselines when `D_w`'s chosen answers are noisy |
 | `reference_run.py` | the published reference run (default config, seed 0) and how far it moves with the thread count |
 | `teacher_scaling.py` | one MACPO round with 1, 2, 4, 8, 16 teachers: wall against the machine's limit per phase, tokens/s and memory per actor |
+| `peer_trl.py` | the plain Agent's DPO step and generation against TRL's `DPOTrainer` and plain `generate`: tokens/s, peak memory (needs `pip install '.[bench]'`) |
 | `actor_overhead.py` | generate / train through `AgentActor` vs the plain `Agent` in-process; tokens/s |
 | `gpu_check.py` | the plain `Agent` (no Ray) on a CUDA GPU in bf16: log-probs against CPU float32, generation, a DPO and a MACPO step, tokens/s |
 """
@@ -69,6 +70,9 @@ def section_scaling(data: dict) -> list[str]:
     """One MACPO round per K against the machine's limit (benchmarks/teacher_scaling.py)."""
     import statistics
 
+    if "limit_s" not in data["rows"][0]:
+        return ["## Teacher scaling", "", "`results/teacher_scaling.json` predates the limit-based measurement; rerun "
+                "`python benchmarks/teacher_scaling.py`.", ""]
     lines = ["## Teacher scaling: one MACPO round against the machine's limit", "", machine_line(data), "",
              "`python benchmarks/teacher_scaling.py`. Wall and CPU time of the same stages throughout. A round has "
              "three phases between barriers (generate | the teachers' training beside the student's positive "
@@ -92,6 +96,40 @@ def section_scaling(data: dict) -> list[str]:
             for name, p in row["phases"].items():
                 lines.append(f"| {name} | {p['wall_s']:.2f} | {p['cpu_s']:.2f} | {p['limit_s']:.2f} | {p['ratio']:.2f} | {p['critical']} |")
     return lines + [""]
+
+
+def section_peer(data: dict) -> list[str]:
+    """The plain Agent against TRL's DPOTrainer and transformers' generate (benchmarks/peer_trl.py)."""
+    t, m, g = data["train"], data["memory"], data["generate"]
+    checks = data["checks"]
+    lines = ["## Against a peer: TRL's DPOTrainer and plain generate", "", machine_line(data), "",
+             f"`python benchmarks/peer_trl.py` (TRL {data['versions']['trl']}, transformers "
+             f"{data['versions']['transformers']}, peft {data['versions']['peft']}): `{data['settings']['model']}`, "
+             f"LoRA r={data['settings']['lora']['r']} on {', '.join(data['settings']['lora']['target_modules'])}, float32, "
+             f"one torch thread, {data['settings']['steps']} steps of {data['settings']['batch_size']} pairs over the same "
+             f"batches ({t['agent_dpo']['tokens']} policy tokens per call, identical on every side); median of "
+             f"{t['agent_dpo']['calls']} warm calls per side, interleaved. Checks: "
+             f"{sum(bool(c.get('ok')) for c in checks.values())} of {len(checks)} pass (same tokens, steps and batches; "
+             f"the two sides' per-step DPO losses agree to "
+             f"{max(checks['agent_and_trl_losses_agree']['max_abs_diff'].values()):.1e}).", "",
+             "| side | reference | train tokens/s (median) | best call | peak RSS MiB |", "| --- | --- | --- | --- | --- |"]
+    for side, reference in (("agent_dpo", "base, adapter disabled"), ("agent_macpo", "base, adapter disabled"),
+                            ("trl_ref_none", "base, adapter disabled"), ("trl_ref_model", "a second copy of the base")):
+        rss = m.get(side, {}).get("peak_rss_mib")
+        lines.append(f"| {side} | {reference} | {t[side]['tokens_per_s']:.0f} | {t[side]['tokens_per_s_best']:.0f} | "
+                     f"{f'{rss:.0f}' if rss else '-'} |")
+    r = data["train_ratio"]
+    lines += ["", f"Train throughput Agent / TRL: {r['agent_dpo_vs_trl_ref_none']:.2f} (TRL with the disabled adapter), "
+              f"{r['agent_dpo_vs_trl_ref_model']:.2f} (TRL with a reference model); on best calls "
+              f"{r['agent_dpo_vs_trl_ref_none_best']:.2f} / {r['agent_dpo_vs_trl_ref_model_best']:.2f}. Peak memory Agent "
+              f"minus TRL: {m['agent_minus_trl_ref_none_mib']:+.0f} / {m['agent_minus_trl_ref_model_mib']:+.0f} MiB "
+              f"(after imports the processes already differ by "
+              f"{m['agent_dpo']['rss_after_imports_mib'] - m['trl_ref_none']['rss_after_imports_mib']:+.0f} MiB; a second "
+              f"copy of this {data['model']['float32_mib']:.1f} MiB model is below the noise). Generation, "
+              f"{g['prompts']} prompts greedy, {g['max_new_tokens']} new tokens: `Agent.generate` "
+              f"{g['agent_tokens_per_s']:.0f} tokens/s, `model.generate` {g['plain_tokens_per_s']:.0f} "
+              f"(ratio {g['ratio_agent_vs_plain']:.2f}, identical outputs: {g['identical_outputs']}).", ""]
+    return lines
 
 
 def section_overhead(data: dict) -> list[str]:
@@ -163,6 +201,8 @@ def main() -> None:
         lines += section_scaling(data)
     if (data := load("actor_overhead")):
         lines += section_overhead(data)
+    if (data := load("peer_trl")):
+        lines += section_peer(data)
     if (checks := [d for d in (load("gpu_check"), load("gpu_check_large")) if d]):
         lines += section_gpu(checks)
     else:
