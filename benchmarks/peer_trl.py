@@ -53,7 +53,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import offline_env, write_result
+from benchmarks.common import offline_env, write_result  # noqa: E402
 
 MODEL = "tiny:strong"
 AGENT_NAME = "bench"
