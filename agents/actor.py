@@ -15,8 +15,6 @@ from typing import Any
 import ray
 
 from agents import storage
-from agents.agent import Agent
-from agents.reward_model import RewardModel
 
 
 class _Host:
@@ -54,6 +52,8 @@ class _AgentHost(_Host):
         if nice:
             os.nice(nice)  # a lower OS priority on a shared node: the critical-path agent keeps its core
         storage.configure(storage_options)  # this actor writes its own checkpoints to the run's storage
+        from agents.agent import Agent  # here, not at import: the orchestrator's process never loads torch
+
         self.agent = self.target = Agent(name, spec, cache_dir=cache_dir, num_threads=num_threads, seed=seed)
 
     def info(self) -> dict:
@@ -92,6 +92,8 @@ class _RewardModelHost(_Host):
         self.name = name
         if nice:
             os.nice(nice)
+        from agents.reward_model import RewardModel
+
         self.reward_model = self.target = RewardModel(spec, num_threads=num_threads)
 
     def info(self) -> dict:

@@ -6,7 +6,6 @@ request (a fresh id per saved version), so training takes effect without reloadi
 """
 from __future__ import annotations
 
-import importlib.util
 import tempfile
 from pathlib import Path
 from typing import Protocol
@@ -60,14 +59,12 @@ class HFBackend:
         pass
 
 
-def vllm_available() -> bool:
-    return importlib.util.find_spec("vllm") is not None
-
-
 class VLLMBackend:
     """vLLM engine inside the agent's actor; trained adapters are served as LoRA requests."""
 
     def __init__(self, model_path: str, spec):
+        from agents.gpu_layout import vllm_available, vllm_engine_args
+
         if not vllm_available():
             raise RuntimeError(
                 "model.backend=vllm but vllm is not installed; install the extra: pip install '.[vllm]'"
@@ -75,8 +72,6 @@ class VLLMBackend:
         if not torch.cuda.is_available():
             raise RuntimeError("model.backend=vllm needs a CUDA GPU; use backend=hf on CPU")
         from vllm import LLM  # lazy: vllm is an optional extra
-
-        from agents.gpu_layout import vllm_engine_args
 
         # the actor sees only its own GPUs (Ray sets CUDA_VISIBLE_DEVICES): tensor-parallel over all of them
         self._llm = LLM(**vllm_engine_args(model_path, spec, torch.cuda.device_count()))

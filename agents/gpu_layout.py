@@ -16,6 +16,7 @@ estimate meant to refuse what cannot fit, not to promise that what passes fits.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,3 +133,8 @@ def estimate_memory(shape: ModelShape, spec, num_gpus: float, gpu_gib: float, se
     share = spec.vllm_gpu_memory_utilization * gpu_gib if vllm else 0.0
     return MemoryEstimate(weights_gib=weights / n / GIB, activations_gib=activations / n / GIB,
                           vllm_share_gib=share, vllm_weights_gib=weights / n / GIB if vllm else 0.0, gpu_gib=gpu_gib)
+
+
+def vllm_available() -> bool:
+    """Whether the vllm extra is installed (found, not imported: vllm pulls CUDA)."""
+    return importlib.util.find_spec("vllm") is not None

@@ -366,7 +366,7 @@ def preflight(config: RunConfig) -> None:
     `backend: vllm`."""
     import logging
 
-    from agents.generation import vllm_available
+    from agents.gpu_layout import vllm_available
 
     from orchestrator.trackers import check_installed
 
