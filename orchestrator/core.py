@@ -378,7 +378,7 @@ class OrchestratorCore:
         if self.trackers is not None:
             self.trackers.close()
             self.trackers = None
-            self.run_dir.publish()
+        self.run_dir.close()
 
         self.pool.shutdown()
         for group in self.placement_groups:

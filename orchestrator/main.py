@@ -87,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             from orchestrator.run_dir import RunDirectory
 
-            config = config_from_dict(RunDirectory(args.resume).read_config())
+            run_dir = RunDirectory(args.resume)
+            try:
+                config = config_from_dict(run_dir.read_config())
+            finally:
+                run_dir.close()
             if args.overrides:
                 raise ConfigError("--resume takes no overrides: the run's own config.yaml is used")
         else:

@@ -108,6 +108,12 @@ class RunDirectory:
         self.plots = self.local / "plots"  # written here, then published
         self.live = storage.join(self.checkpoints, ".live")  # per-agent snapshots after every mutating stage
 
+    def close(self) -> None:
+        """Upload what changed and drop the node-local staging copy of a run on a storage URI."""
+        if self.remote:
+            self.publish()
+            shutil.rmtree(self.local, ignore_errors=True)
+
     @property
     def name(self) -> str:
         return self.root.rstrip("/").rsplit("/", 1)[-1]
