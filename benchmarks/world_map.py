@@ -15,10 +15,15 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # the sweeps of the map: each trial's world is its overrides on configs/default.yaml as it is now
-# (macpo_claims runs the default itself; the map_* specs state the noise of every setting)
-MAP_FILES = ("macpo_claims", "map_clean_world", "map_chosen_noise", "map_noise_strength", "map_noisy_teachers_rounds",
+# (macpo_claims runs the default itself; the map_* specs state what differs from it)
+MAP_FILES = ("macpo_claims", "map_three_trigger_words", "map_clean_world", "map_chosen_noise", "map_noise_strength", "map_noisy_teachers_rounds",
              "map_noisy_method", "map_rejected_kind", "map_headroom_ablations", "map_harm_difficulty",
              "map_harm_words_ablations")
+# results measured before `task.harm_words` existed ran the 3 trigger words the bases were
+# pre-trained on; their trials' overrides do not say so, their spec files now do
+THREE_WORDS_FILES = ("map_three_trigger_words", "map_clean_world", "map_chosen_noise", "map_noise_strength",
+                     "map_noisy_teachers_rounds", "map_noisy_method", "map_rejected_kind", "map_headroom_ablations",
+                     "map_harm_difficulty")
 # further dimensions of a cell, shown where they differ from configs/default.yaml
 OTHER = {
     "harmful": lambda c: c.task.harmful_fraction,
@@ -55,7 +60,8 @@ def load_runs(results_dir: Path = RESULTS) -> dict[tuple, dict[int, dict]]:
         for trial in data["trials"]:
             if trial.get("status") != "done":
                 continue
-            config = load_config(None, [o for o in trial["overrides"] if not o.startswith("seed=")])
+            base = ["task.harm_words=3"] if name in THREE_WORDS_FILES else []
+            config = load_config(None, [*base, *(o for o in trial["overrides"] if not o.startswith("seed="))])
             if config.algorithm != "macpo":
                 continue
             cells.setdefault(cell_key(config), {}).setdefault(trial["seed"], trial["metrics"])
