@@ -57,8 +57,10 @@ class _AgentHost(_Host):
         self.agent = self.target = Agent(name, spec, cache_dir=cache_dir, num_threads=num_threads, seed=seed)
 
     def info(self) -> dict:
+        import torch
+
         return {"name": self.name, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
-                "model_path": self.agent.model_path,
+                "nice": os.nice(0), "torch_threads": torch.get_num_threads(), "model_path": self.agent.model_path,
                 "adapters": self.agent.adapters, "device": str(self.agent.device), "stats": dict(self.agent.stats)}
 
     # direct forwards for interactive use from a driver or Ray client

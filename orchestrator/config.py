@@ -113,8 +113,9 @@ class ActorResources:
     # (`ray start --resources='{"student_node": 1}'` and here {student_node: 1})
     custom: dict = field(default_factory=dict)
     # CPU scheduling on a shared node: torch threads of this role's actors (0: resources.torch_threads)
-    # and their niceness (higher = lower OS priority; a node's critical-path agent, usually the
-    # student, keeps its core while niced teachers fill the rest). Neither changes any result.
+    # and their niceness, added to the one Ray gives its workers (higher = lower OS priority: a node's
+    # critical-path agent, usually the student, keeps its core while niced teachers fill the rest).
+    # Neither changes any result.
     torch_threads: int = 0
     nice: int = 0
 

@@ -195,9 +195,12 @@ class OrchestratorCore:
             self.pool.restore_dirs[agent] = path
 
     def _log_placement(self, infos: dict[str, dict]) -> None:
-        """Which node each actor runs on (metrics.jsonl `placement`): where to look when one is slow."""
+        """Which node each actor runs on, with its niceness and torch threads (metrics.jsonl
+        `placement`): where to look when one is slow."""
         self.run_dir.log("placement", strategy=self.config.placement.strategy,
-                         nodes={name: info.get("node_id") for name, info in infos.items()})
+                         nodes={name: info.get("node_id") for name, info in infos.items()},
+                         cpu={name: {"nice": info.get("nice"), "torch_threads": info.get("torch_threads")}
+                              for name, info in infos.items() if "nice" in info})
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, agents: list[str] | None = None, extra: dict[str, tuple[str, str]] | None = None) -> dict[str, dict]:

@@ -39,7 +39,8 @@ def test_agent_actor_answers_generate_logprobs_train(ray_cluster, cache_dir, tin
 def test_macpo_pipeline_two_teachers_one_round(ray_cluster, cache_dir, tmp_path, tiny_reward_model):
     from orchestrator.api import run
 
-    cfg = tiny_config(tmp_path, cache_dir, "rounds=1", "teachers.count=2", f"reward_model.name_or_path={tiny_reward_model}")
+    cfg = tiny_config(tmp_path, cache_dir, "rounds=1", "teachers.count=2", f"reward_model.name_or_path={tiny_reward_model}",
+                      "resources.teacher.nice=3", "resources.student.torch_threads=2")
     summary = run(cfg)
     run_dir = tmp_path / "run"
     on_disk = json.loads((run_dir / "summary.json").read_text())
@@ -65,6 +66,13 @@ def test_macpo_pipeline_two_teachers_one_round(ray_cluster, cache_dir, tmp_path,
     assert (run_dir / "config.yaml").is_file() and (run_dir / "plots" / "rewards.png").stat().st_size > 1000
     events = [json.loads(line)["event"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert {"stage", "round", "pairs"} <= set(events)
+    placed = next(json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+                  if json.loads(line)["event"] == "placement")
+    # per-role CPU scheduling reaches the actors: teachers 3 steps nicer than the student (on top of
+    # the niceness Ray gives every worker), a student with 2 torch threads
+    cpu = placed["cpu"]
+    assert cpu["teacher_0"]["nice"] == cpu["teacher_1"]["nice"] == cpu["student"]["nice"] + 3
+    assert (cpu["student"]["torch_threads"], cpu["teacher_0"]["torch_threads"]) == (2, 1)
     # every agent's adapter changed during round 1, and checkpoints load in plain peft
     for agent in ("student", "teacher_0", "teacher_1"):
         before = load_file(str(run_dir / "checkpoints" / "round_0" / agent / "default" / "adapter_model.safetensors"))
