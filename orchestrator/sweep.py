@@ -250,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        for flag, value in (("--output-dir", args.output_dir), ("--publish", args.publish)):
+            if value and "://" in value:  # Ray Tune keeps a sweep's trials in a local folder
+                raise ConfigError(f"{flag}={value}: a sweep directory must be a local path (or one every node "
+                                  "mounts); a storage URI would be written as a local folder named after it")
         spec = build_spec(args)
         spec.validate()
     except ConfigError as exc:

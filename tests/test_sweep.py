@@ -97,6 +97,13 @@ def test_bad_sweep_input_is_one_line_exit_2_before_any_trial(args, message, tmp_
     assert not (tmp_path / "sweep").exists()
 
 
+def test_a_storage_uri_as_sweep_directory_is_refused_not_made_a_local_folder(tmp_path):
+    proc = sweep_cli("--grid", "rounds=1", "--output-dir", "s3://bucket/sweep")
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 2 and out.startswith("error: --output-dir=s3://bucket/sweep: a sweep directory must be"), out
+    assert not (ROOT / "s3:").exists()
+
+
 TINY_SWEEP = [o for o in TINY_RUN if o != "progress=false"] + ["rounds=1", "baselines.strong_ceiling=false"]
 
 
