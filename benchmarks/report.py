@@ -24,6 +24,7 @@ project's venv, e.g. `python benchmarks/teacher_scaling.py`.
 | `sweeps/wspo_chosen_noise.yaml` | WSPO against its baselines when `D_w`'s chosen answers are noisy |
 | `reference_run.py` | the published reference run (default config, seed 0) and how far it moves with the thread count |
 | `teacher_scaling.py` | one MACPO round with 1, 2, 4, 8, 16 teachers: wall against the machine's limit per phase, tokens/s and memory per actor |
+| `time_to_result.py` | the default run from command to summary: start-up, model loading, set-up, rounds, shutdown |
 | `peer_trl.py` | the plain Agent's DPO step and generation against TRL's `DPOTrainer` and plain `generate`: tokens/s, peak memory (needs `pip install '.[bench]'`) |
 | `actor_overhead.py` | generate / train through `AgentActor` vs the plain `Agent` in-process; tokens/s |
 | `gpu_check.py` | the plain `Agent` (no Ray) on a CUDA GPU in bf16: log-probs against CPU float32, generation, a DPO and a MACPO step, tokens/s |
@@ -132,6 +133,22 @@ def section_peer(data: dict) -> list[str]:
     return lines
 
 
+def section_time_to_result(data: dict) -> list[str]:
+    """Where the default run's seconds go (benchmarks/time_to_result.py)."""
+    parts = data["median_parts"]
+    lines = ["## Time to first result: the default run", "", machine_line(data), "",
+             f"`python benchmarks/time_to_result.py`: `python -m orchestrator.main` with the default config and cached "
+             f"bases, {len(data['runs'])} runs, median seconds per part (start-up: imports, Ray start and the data split; "
+             f"load_models: the actors' imports and model loading; set-up stages: initialising teachers and student, "
+             f"round 0's evaluation; shutdown: Ray stopping, the summary table).", "",
+             "| part | seconds | share |", "| --- | --- | --- |"]
+    total = data["median_total_s"]
+    for name, seconds in parts.items():
+        lines.append(f"| {name} | {seconds:.1f} | {100 * seconds / total:.0f}% |")
+    lines += [f"| **total** | **{total:.1f}** | |", ""]
+    return lines
+
+
 def section_overhead(data: dict) -> list[str]:
     lines = ["## Actor wrapper cost and throughput", "", machine_line(data), "",
              f"Model `{data['model']}`, {data['examples']} examples, median of repeats.", "",
@@ -203,6 +220,8 @@ def main() -> None:
         lines += section_overhead(data)
     if (data := load("peer_trl")):
         lines += section_peer(data)
+    if (data := load("time_to_result")):
+        lines += section_time_to_result(data)
     if (checks := [d for d in (load("gpu_check"), load("gpu_check_large")) if d]):
         lines += section_gpu(checks)
     else:

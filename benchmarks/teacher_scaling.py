@@ -93,7 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--teachers", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # key=value may follow --teachers
     offline_env()
     start_ray()
     rows = []

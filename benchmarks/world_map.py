@@ -138,8 +138,9 @@ def render_table(rows: list[dict]) -> str:
 
 
 def plot_heatmaps(rows: list[dict], path: Path) -> Path | None:
-    """Student and teachers' mean gain over noise x teacher preset (3 teachers, 2 rounds)."""
-    grid = [r for r in rows if r["k"] == 3 and r["rounds"] == 2 and not r["other"]]
+    """Student and teachers' mean gain over noise x teacher preset (3 teachers, 2 rounds, 3 trigger
+    words: the world that slice was measured in)."""
+    grid = [r for r in rows if r["k"] == 3 and r["rounds"] == 2 and r["other"] == {"harm_words": 3}]
     noises = sorted({r["noise"] for r in grid})
     presets = sorted({r["teachers"] for r in grid})
     if len(noises) < 2 or not presets:
@@ -166,7 +167,7 @@ def plot_heatmaps(rows: list[dict], path: Path) -> Path | None:
         ax.set_yticks(range(len(presets)), presets)
         ax.set_xlabel("task.chosen_noise")
         ax.set_ylabel("teacher preset")
-        ax.set_title(title, fontsize=10)
+        ax.set_title(f"{title} (3 trigger words)", fontsize=10)
         fig.colorbar(image, ax=ax, shrink=0.8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

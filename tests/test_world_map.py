@@ -33,4 +33,9 @@ def test_cells_pair_ablations_and_one_teacher_by_seed(tmp_path):
     assert full["vs"]["K=1"]["holds"] == 3 and "-HN" not in full["vs"]
     assert by_world[(0.0, 3)]["student_gain"]["holds"] == 0 and by_world[(0.0, 3)]["vs"] == {}
     table = render_table(rows)
-    assert "| 0.5 | weak | 3 | 2 | - | 3 |" in table and "(1/3)" in table
+    # map_chosen_noise ran before task.harm_words existed: its cells are the 3-word worlds, while a
+    # trial of macpo_claims without overrides is today's default (12 words)
+    assert "| 0.5 | weak | 3 | 2 | harm_words 3 | 3 |" in table and "(1/3)" in table
+    (tmp_path / "macpo_claims.json").write_text(json.dumps({"spec": {}, "trials": [trial("macpo", 0, [], 0.8, 0.9)]}))
+    default = [r for r in summarise(load_runs(tmp_path)) if r["other"] == {}]
+    assert [(r["noise"], r["k"], r["seeds"]) for r in default] == [(0.5, 3, [0])]
