@@ -130,8 +130,8 @@ def section_peer(data: dict) -> list[str]:
               f"{g['prompts']} prompts greedy, {g['max_new_tokens']} new tokens: `Agent.generate` "
               f"{g['agent_tokens_per_s']:.0f} tokens/s, `model.generate` {g['plain_tokens_per_s']:.0f} "
               f"(ratio {g['ratio_agent_vs_plain']:.2f}, identical outputs: {g['identical_outputs']}).", "",
-              "On a GPU this comparison has not yet been measured (the script runs there too: TRL, transformers and "
-              "peft need no Ray); the plain Agent's own GPU throughput is in the GPU check below.", ""]
+              "On a GPU this comparison has not yet been measured (the script pins the CPU); the plain Agent's own GPU "
+              "throughput is in the GPU check below.", ""]
     return lines
 
 
