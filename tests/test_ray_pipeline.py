@@ -260,7 +260,8 @@ def test_add_teacher_without_spec_joins_initialised_and_trains(ray_cluster, cach
         record = core.run_round()
         assert set(record["eval"]) == {"student", "teacher_0", "teacher_1"}
         events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-        assert "teacher_1" in [e for e in events if e.get("stage") == "train"][-1]["train"]  # it trained in round 1
+        # it trained in round 1 (the teachers train beside the student's selection, as `train_teachers`)
+        assert "teacher_1" in [e for e in events if e.get("stage") == "train_teachers"][-1]["train"]
     finally:
         core.shutdown()
 
