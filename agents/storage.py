@@ -5,6 +5,9 @@ part of the run (each agent its own adapters, the orchestrator its state) writes
 A URI is never taken for a local path: `is_uri` decides once, and a URI whose filesystem is not
 installed or cannot be reached is one `StorageError` line before any model loads.
 
+The file helpers below take local paths too (fsspec's local filesystem), so a caller that may hold
+either needs no branch of its own.
+
 Storage options (e.g. `endpoint_url`, `key`, `secret` for S3) come from the run's config; S3's
 standard AWS variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_DEFAULT_REGION) are read by botocore itself. Each process sets the run's options once

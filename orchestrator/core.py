@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import shutil
 import threading
 import time
 import uuid
@@ -186,10 +185,7 @@ class OrchestratorCore:
         """Save the changed agents so a restarted actor resumes from exactly this point."""
         targets = {a: self.run_dir.live_snapshot(a) for a in agents}
         for path in targets.values():
-            if storage.is_local(path):
-                shutil.rmtree(storage.local_path(path), ignore_errors=True)
-            else:
-                storage.remove(path)
+            storage.remove(path)
         self.pool.stage("snapshot", {a: calls.save(p) for a, p in targets.items()})
         for agent, path in targets.items():
             self.pool.restore_dirs[agent] = path

@@ -194,8 +194,7 @@ class RunDirectory:
         return str(final)
 
     def _rounds(self) -> list[int]:
-        names = storage.listdir(self.checkpoints) if self.remote else \
-            (os.listdir(self.checkpoints) if os.path.isdir(self.checkpoints) else [])
+        names = storage.listdir(self.checkpoints)
         return sorted(int(n[len(CHECKPOINT_PREFIX):]) for n in names
                       if n.startswith(CHECKPOINT_PREFIX) and n[len(CHECKPOINT_PREFIX):].isdigit())
 
@@ -205,7 +204,7 @@ class RunDirectory:
         marker = COMMIT_MARKER if self.remote else STATE_FILE
         for index in reversed(self._rounds()):
             path = storage.join(self.checkpoints, f"{CHECKPOINT_PREFIX}{index}")
-            if storage.exists(storage.join(path, marker)) if self.remote else os.path.isfile(os.path.join(path, marker)):
+            if storage.exists(storage.join(path, marker)):
                 return path
         return None
 
@@ -215,13 +214,13 @@ class RunDirectory:
         for index in self._rounds():
             if index not in keep:
                 path = storage.join(self.checkpoints, f"{CHECKPOINT_PREFIX}{index}")
-                storage.remove(path) if self.remote else shutil.rmtree(path)
+                storage.remove(path)
                 gone.append(index)
         return gone
 
     def read_state(self, checkpoint: str) -> dict:
         path = storage.join(checkpoint, STATE_FILE)
-        return json.loads(storage.read_text(path) if self.remote else Path(path).read_text())
+        return json.loads(storage.read_text(path))
 
 def retained_rounds(rounds: list[dict], keep_last: int, keep_best: str | None) -> set[int]:
     """Which rounds' checkpoints to keep: the newest `keep_last` (0: all), the round where
