@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -116,16 +118,25 @@ def test_sweep_runs_trials_reports_failures_and_resumes_without_redoing(tmp_path
             "--seeds", "0-1",
             "--claim", "student.final > student.round0", "--output-dir", str(sweep_dir), "--max-concurrent", "1",
             "--name", "tiny", "--publish", str(tmp_path / "published"), f"cache_dir={cache_dir}", *TINY_SWEEP]
-    # interrupt the sweep (Ctrl-C, as a user would) once the first trial has finished
+    # interrupt the sweep (Ctrl-C, as a user would) once Tune has recorded the first trial as finished
+    # (its "trial ... done" line; a run directory's last checkpoint comes before that, so waiting for
+    # the checkpoint alone would race the trial's own shutdown)
     proc = sweep_cli(*args, start_new_session=True)
     runs = sweep_dir / "runs"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not list(runs.glob("*/checkpoints/round_1")):
-        time.sleep(0.5)
-    first_done = {p.parent.parent.name for p in runs.glob("*/checkpoints/round_1")}
-    assert first_done, proc.communicate()[0][-3000:] if proc.poll() is not None else "no trial finished in time"
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    first_done, seen, deadline = set(), [], time.time() + 300
+    while not first_done and time.time() < deadline and (proc.poll() is None or not lines.empty()):
+        try:
+            line = lines.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        seen.append(line)
+        if line.startswith("trial ") and " done: " in line:
+            first_done.add(line[len("trial "):line.index(" done: ")])
+    assert first_done, "".join(seen)[-3000:]
     os.killpg(proc.pid, signal.SIGINT)
-    proc.communicate(timeout=120)
+    proc.wait(timeout=120)
     stamps = {name: (runs / name / "summary.json").stat().st_mtime_ns for name in first_done}
     # the same command again: resumes, keeps what finished, records the failing setting, goes on
     resumed = sweep_cli(*args)
