@@ -15,6 +15,36 @@ from typing import Any
 import ray
 
 from agents import storage
+from agents.config import SCHEDULERS
+
+
+def lower_priority(nice: int, scheduler: str) -> None:
+    """Lower this process's CPU priority on a shared node (never raise it: that needs root).
+
+    `nice` is added to the niceness Ray gives its workers. `scheduler: idle` (Linux SCHED_IDLE) runs
+    the actor only on cycles nobody else at normal priority wants: a node's critical-path agent keeps
+    a whole core while idle-scheduled agents share the rest, which niceness alone cannot do once Ray
+    has niced every worker. Applies to the thread that runs the agent's calls and the torch threads
+    it starts. Off Linux, `idle` falls back to the lowest niceness."""
+    if nice:
+        os.nice(nice)
+    if scheduler == "normal":
+        return
+    policy = getattr(os, f"SCHED_{scheduler.upper()}", None)
+    if policy is None or not hasattr(os, "sched_setscheduler"):
+        if scheduler == "idle":
+            os.nice(19 - os.nice(0))
+        return
+    os.sched_setscheduler(0, policy, os.sched_param(0))
+
+
+def scheduler_name() -> str:
+    """This thread's scheduling policy, by the names of SCHEDULERS (`other` where none matches)."""
+    if not hasattr(os, "sched_getscheduler"):
+        return "normal"
+    policy = os.sched_getscheduler(0)
+    return next((name for name in SCHEDULERS if getattr(os, f"SCHED_{name.upper()}", None) == policy
+                 or (name == "normal" and policy == getattr(os, "SCHED_OTHER", None))), "other")
 
 
 class _Host:
@@ -47,10 +77,9 @@ class _AgentHost(_Host):
     """Holds one Agent (a teacher or the student)."""
 
     def __init__(self, name: str, spec: dict, cache_dir: str | None = None, num_threads: int = 1, seed: int = 0,
-                 storage_options: dict | None = None, nice: int = 0):
+                 storage_options: dict | None = None, nice: int = 0, scheduler: str = "normal"):
         self.name = name
-        if nice:
-            os.nice(nice)  # a lower OS priority on a shared node: the critical-path agent keeps its core
+        lower_priority(nice, scheduler)  # on a shared node the critical-path agent keeps its core
         storage.configure(storage_options)  # this actor writes its own checkpoints to the run's storage
         from agents.agent import Agent  # here, not at import: the orchestrator's process never loads torch
 
@@ -60,7 +89,7 @@ class _AgentHost(_Host):
         import torch
 
         return {"name": self.name, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
-                "nice": os.nice(0), "torch_threads": torch.get_num_threads(), "model_path": self.agent.model_path,
+                "nice": os.nice(0), "scheduler": scheduler_name(), "torch_threads": torch.get_num_threads(), "model_path": self.agent.model_path,
                 "adapters": self.agent.adapters, "device": str(self.agent.device), "stats": dict(self.agent.stats)}
 
     # direct forwards for interactive use from a driver or Ray client
@@ -90,10 +119,9 @@ class _RewardModelHost(_Host):
     """Holds the run's reward model; evaluation sends it every agent's test answers at once."""
 
     def __init__(self, name: str, spec: dict, cache_dir: str | None = None, num_threads: int = 1, seed: int = 0,
-                 storage_options: dict | None = None, nice: int = 0):
+                 storage_options: dict | None = None, nice: int = 0, scheduler: str = "normal"):
         self.name = name
-        if nice:
-            os.nice(nice)
+        lower_priority(nice, scheduler)
         from agents.reward_model import RewardModel
 
         self.reward_model = self.target = RewardModel(spec, num_threads=num_threads)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from agents import storage
-from agents.config import (AgentConfigError, ModelSpec, RewardModelSpec, SamplingConfig, TrainConfig, validate_model_spec,
+from agents.config import (SCHEDULERS, AgentConfigError, ModelSpec, RewardModelSpec, SamplingConfig, TrainConfig, validate_model_spec,
                            validate_reward_model, validate_sampling, validate_train)
 from orchestrator.trackers import LoggingConfig
 from orchestrator.trackers import validate as validate_logging
@@ -112,12 +112,13 @@ class ActorResources:
     # custom node resources the actor needs, to pin a role to nodes started with them
     # (`ray start --resources='{"student_node": 1}'` and here {student_node: 1})
     custom: dict = field(default_factory=dict)
-    # CPU scheduling on a shared node: torch threads of this role's actors (0: resources.torch_threads)
-    # and their niceness, added to the one Ray gives its workers (higher = lower OS priority: a node's
-    # critical-path agent, usually the student, keeps its core while niced teachers fill the rest).
-    # Neither changes any result.
+    # CPU scheduling on a shared node: torch threads of this role's actors (0: resources.torch_threads),
+    # their niceness, added to the one Ray gives its workers (higher = lower OS priority), and their OS
+    # scheduling policy: normal | batch | idle (Linux SCHED_IDLE: only cycles nobody else wants, so a
+    # node's critical-path agent, usually the student, keeps a whole core). None changes any result.
     torch_threads: int = 0
     nice: int = 0
+    scheduler: str = "normal"
 
 
 @dataclass
@@ -288,6 +289,7 @@ def validate(config: RunConfig) -> None:
         res = getattr(config.resources, role)
         _check(res.torch_threads >= 0, f"resources.{role}.torch_threads", res.torch_threads, "must be >= 0 (0: resources.torch_threads)")
         _check(0 <= res.nice <= 19, f"resources.{role}.nice", res.nice, "must be in [0, 19] (raising priority needs root)")
+        _check(res.scheduler in SCHEDULERS, f"resources.{role}.scheduler", res.scheduler, f"choose one of {SCHEDULERS}")
     _check(config.placement.strategy in PLACEMENT_STRATEGIES, "placement.strategy", config.placement.strategy,
            f"choose one of {PLACEMENT_STRATEGIES}")
     _check(config.resources.torch_threads >= 1, "resources.torch_threads", config.resources.torch_threads, "must be >= 1")

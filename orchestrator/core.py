@@ -100,7 +100,8 @@ class OrchestratorCore:
     def _resources(self, role: str) -> dict:
         res = getattr(self.config.resources, role)
         return {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus, "custom": dict(res.custom),
-                "torch_threads": res.torch_threads or self.config.resources.torch_threads, "nice": res.nice}
+                "torch_threads": res.torch_threads or self.config.resources.torch_threads, "nice": res.nice,
+                "scheduler": res.scheduler}
 
     def start_agents(self, student: bool, teachers: list[tuple[str | None, ModelSpec]]) -> list[str]:
         """Reserve resources for these agents as one placement group, then start their actors (in
@@ -195,7 +196,8 @@ class OrchestratorCore:
         `placement`): where to look when one is slow."""
         self.run_dir.log("placement", strategy=self.config.placement.strategy,
                          nodes={name: info.get("node_id") for name, info in infos.items()},
-                         cpu={name: {"nice": info.get("nice"), "torch_threads": info.get("torch_threads")}
+                         cpu={name: {"nice": info.get("nice"), "scheduler": info.get("scheduler"),
+                                    "torch_threads": info.get("torch_threads")}
                               for name, info in infos.items() if "nice" in info})
 
     # ------------------------------------------------------------ evaluation

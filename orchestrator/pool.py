@@ -85,7 +85,8 @@ class AgentPool:
             options["scheduling_strategy"] = resources["scheduling_strategy"]
         return actor_class.options(**options).remote(name, spec, self.cache_dir,
                                                       resources.get("torch_threads") or self.torch_threads, self.seed,
-                                                      self.storage_options, resources.get("nice", 0))
+                                                      self.storage_options, resources.get("nice", 0),
+                                                      resources.get("scheduler", "normal"))
 
     def names(self) -> list[str]:
         return list(self.handles)

@@ -57,6 +57,8 @@ def test_teacher_count_cycles_specs_with_distinct_seeds():
     ("reward_model.name_or_path=tiny:strong", "reward_model.name_or_path='tiny:strong'"),
     ("reward_model.template=chatml", "reward_model.template='chatml'"),
     ("resources.reward_model.num_gpus=-1", "resources.reward_model.num_gpus=-1.0"),
+    ("resources.teacher.nice=-5", "resources.teacher.nice=-5"),
+    ("resources.teacher.scheduler=realtime", "resources.teacher.scheduler='realtime'"),
 ])
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError) as err:

@@ -40,7 +40,7 @@ def test_macpo_pipeline_two_teachers_one_round(ray_cluster, cache_dir, tmp_path,
     from orchestrator.api import run
 
     cfg = tiny_config(tmp_path, cache_dir, "rounds=1", "teachers.count=2", f"reward_model.name_or_path={tiny_reward_model}",
-                      "resources.teacher.nice=3", "resources.student.torch_threads=2")
+                      "resources.teacher.nice=3", "resources.teacher.scheduler=idle", "resources.student.torch_threads=2")
     summary = run(cfg)
     run_dir = tmp_path / "run"
     on_disk = json.loads((run_dir / "summary.json").read_text())
@@ -69,9 +69,10 @@ def test_macpo_pipeline_two_teachers_one_round(ray_cluster, cache_dir, tmp_path,
     placed = next(json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
                   if json.loads(line)["event"] == "placement")
     # per-role CPU scheduling reaches the actors: teachers 3 steps nicer than the student (on top of
-    # the niceness Ray gives every worker), a student with 2 torch threads
+    # the niceness Ray gives every worker) and idle-scheduled, a student with 2 torch threads
     cpu = placed["cpu"]
     assert cpu["teacher_0"]["nice"] == cpu["teacher_1"]["nice"] == cpu["student"]["nice"] + 3
+    assert (cpu["teacher_0"]["scheduler"], cpu["teacher_1"]["scheduler"], cpu["student"]["scheduler"]) == ("idle", "idle", "normal")
     assert (cpu["student"]["torch_threads"], cpu["teacher_0"]["torch_threads"]) == (2, 1)
     # every agent's adapter changed during round 1, and checkpoints load in plain peft
     for agent in ("student", "teacher_0", "teacher_1"):
