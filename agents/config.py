@@ -143,7 +143,7 @@ def validate_reward_model(spec: RewardModelSpec, key: str) -> None:
 
 
 def validate_train(cfg: TrainConfig, key: str) -> None:
-    from losses import LOSS_TYPES
+    from losses.names import LOSS_TYPES
 
     _check(cfg.lr > 0, f"{key}.lr", cfg.lr, "must be > 0")
     _check(cfg.epochs >= 1, f"{key}.epochs", cfg.epochs, "must be >= 1")

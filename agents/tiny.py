@@ -33,7 +33,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
 
 from tasks.errors import BadInput
 
@@ -170,6 +169,7 @@ def tiny_model_path(name: str, seed: int, cache_dir: str | os.PathLike | None = 
 
 def build_base(name: str, seed: int, target: Path) -> None:
     """Pre-train base `name`/`seed` and write it atomically to `target` (temp dir + rename)."""
+    import torch  # here, not at import: config validation reads PRESETS without loading torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     from tasks.synthetic import pretraining_examples
@@ -210,6 +210,8 @@ def build_base(name: str, seed: int, target: Path) -> None:
 
 def _pretrain(model, tokenizer, examples: list[tuple[str, str]], preset: TinyPreset, seed: int) -> None:
     """Causal-LM pre-training on prompt+answer text; loss on the answer tokens (what is learned)."""
+    import torch
+
     rng = random.Random(seed)
     encoded = []
     for prompt, response in examples:
@@ -274,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.verify:
             print(f"{len(SHIPPED_SHA256) - bad} of {len(SHIPPED_SHA256)} shipped bases match their pinned sha256")
         return 1 if bad else 0
+    import torch
+
     torch.set_num_threads(1)
     if args.build:
         preset, seed = args.build[0], int(args.build[1])

@@ -202,3 +202,10 @@ def test_a_partial_stage_keeps_that_stage_s_own_defaults():
     assert cfg.train.weak_dpo.reference == "round_start" and cfg.train.weak_dpo.lr == 5e-3
     sampled = load_config(None, ["sampling={max_new_tokens: 5}"])
     assert (sampled.sampling.temperature, sampled.sampling.top_p, sampled.sampling.max_new_tokens) == (0.95, 0.7, 5)
+
+
+def test_loading_a_config_loads_no_torch():
+    """The driver only reads and checks the config: torch (1.5 s of imports) belongs to the actors."""
+    code = ("import sys; from orchestrator.config import load_config, preflight; preflight(load_config(None, [])); "
+            "bad = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)

@@ -1,0 +1,3 @@
+"""The preference-loss variants a config may name (torch-free, so validation stays light)."""
+
+LOSS_TYPES = ("sigmoid", "ipo", "hinge")
