@@ -7,6 +7,7 @@ oversubscribing the machine's cores.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import time
@@ -38,6 +39,22 @@ def lower_priority(nice: int, scheduler: str) -> None:
     os.sched_setscheduler(0, policy, os.sched_param(0))
 
 
+@contextlib.contextmanager
+def torch_threads(count: int | None):
+    """Run the block with `count` torch intra-op threads, then restore the actor's own count."""
+    if not count:
+        yield
+        return
+    import torch
+
+    own = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(own)
+
+
 def scheduler_name() -> str:
     """This thread's scheduling policy, by the names of SCHEDULERS (`other` where none matches)."""
     if not hasattr(os, "sched_getscheduler"):
@@ -54,14 +71,16 @@ class _Host:
     name: str
     target: Any
 
-    def call(self, method: str, *args: Any, **kwargs: Any) -> tuple[Any, float, float]:
+    def call(self, method: str, *args: Any, _threads: int | None = None, **kwargs: Any) -> tuple[Any, float, float]:
         """Run a method; return (result, wall seconds, CPU seconds of this process).
 
         Both are reported because actors sharing cores wait for them: wall time then overstates
-        the compute an actor did, CPU time does not."""
+        the compute an actor did, CPU time does not. `_threads` runs this one call with that many
+        torch threads (an agent computing alone may use the cores the others leave idle)."""
         start, cpu_start = time.perf_counter(), time.process_time()
         target = self if method in self.HOST_METHODS else self.target
-        result = getattr(target, method)(*args, **kwargs)
+        with torch_threads(_threads):
+            result = getattr(target, method)(*args, **kwargs)
         return result, time.perf_counter() - start, time.process_time() - cpu_start
 
     def ping(self) -> str:

@@ -14,11 +14,13 @@ from agents.config import SamplingConfig, TrainConfig
 
 @dataclass
 class Call:
-    """One method call on one actor: `method(*args, **kwargs)`."""
+    """One method call on one actor: `method(*args, **kwargs)`, run with `threads` torch threads
+    (None: the actor's own count; the controller sets it for an agent computing alone)."""
 
     method: str
     args: tuple = ()
     kwargs: dict | None = None
+    threads: int | None = None
 
 
 def info() -> Call:

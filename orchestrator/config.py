@@ -119,6 +119,9 @@ class ActorResources:
     torch_threads: int = 0
     nice: int = 0
     scheduler: str = "normal"
+    # torch threads for a stage this agent runs alone (nothing else computing, e.g. the student's
+    # SFT after the teachers are done): the cores the others leave idle. 0: no change.
+    solo_threads: int = 0
 
 
 @dataclass
@@ -288,6 +291,7 @@ def validate(config: RunConfig) -> None:
     for role in ("student", "teacher", "reward_model"):
         res = getattr(config.resources, role)
         _check(res.torch_threads >= 0, f"resources.{role}.torch_threads", res.torch_threads, "must be >= 0 (0: resources.torch_threads)")
+        _check(res.solo_threads >= 0, f"resources.{role}.solo_threads", res.solo_threads, "must be >= 0 (0: no change)")
         _check(0 <= res.nice <= 19, f"resources.{role}.nice", res.nice, "must be in [0, 19] (raising priority needs root)")
         _check(res.scheduler in SCHEDULERS, f"resources.{role}.scheduler", res.scheduler, f"choose one of {SCHEDULERS}")
     _check(config.placement.strategy in PLACEMENT_STRATEGIES, "placement.strategy", config.placement.strategy,

@@ -70,6 +70,7 @@ class OrchestratorCore:
         self._lock = threading.Lock()  # stage bookkeeping: a background stage may finish beside another
         self._running: list[str] = []  # stages in flight (two while one runs in the background)
         self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage")
+        self._background_jobs = 0  # work submitted by in_background and not yet finished
         self.trackers = None  # experiment trackers, opened with the run directory's first round
         self._round_timing: dict[str, Any] = {}
         self.stage_round = 0  # the round the running stages belong to (0 = setup)
@@ -148,6 +149,7 @@ class OrchestratorCore:
             self.current_stage = " + ".join(self._running)
             count = self.stage_progress["count"] + 1
             self.stage_progress = {"stage": name, "done": 0, "total": len(work), "count": count}
+            work = self._solo_threads(work) if self._running == [name] and not self._background_jobs else work
         started = time.time()
         try:
             result = self.pool.stage(name, work)
@@ -167,7 +169,9 @@ class OrchestratorCore:
             self.run_dir.log("stage", stage=name, round=self.stage_round, started=round(started, 3),
                              wall_s=round(result.wall_s, 4), actor_s={a: round(s, 4) for a, s in result.actor_s.items()},
                              actor_cpu_s={a: round(s, 4) for a, s in result.actor_cpu_s.items()},
-                             overhead_s=round(result.overhead_s, 4), **({"train": metrics} if metrics else {}))
+                             overhead_s=round(result.overhead_s, 4), **({"train": metrics} if metrics else {}),
+                             **({"threads": {a: c.threads for a, c in work.items() if c.threads}}
+                                if any(c.threads for c in work.values()) else {}))
             timing = self._round_timing
             timing["wall_stages_s"] = timing.get("wall_stages_s", 0.0) + result.wall_s
             for key, values in (("actor_s", result.actor_s), ("actor_cpu_s", result.actor_cpu_s)):
@@ -175,12 +179,43 @@ class OrchestratorCore:
                     timing.setdefault(key, {})[agent] = timing.get(key, {}).get(agent, 0.0) + seconds
         return result
 
+    def _solo_threads(self, work: dict[str, Call]) -> dict[str, Call]:
+        """A stage of one agent with nothing else running may use its role's `solo_threads`: the
+        cores the other agents leave idle (the student's SFT once the teachers are done)."""
+        if len(work) != 1:
+            return work
+        ((agent, call),) = work.items()
+        role = "student" if agent == STUDENT else "reward_model" if agent in self.config.judges() else "teacher"
+        threads = getattr(self.config.resources, role).solo_threads
+        return {agent: dataclasses.replace(call, threads=threads)} if threads else work
+
     def stage_async(self, name: str, work: dict[str, Call], mutating: bool = False) -> Future:
         """Start a stage and return at once; `.result()` waits for it. For work that does not
         depend on the caller's next stages (MACPO's teachers train while the student, the round's
         critical path, still selects its positives), so no core idles at a stage barrier. The
         agents of the two must differ: each actor serves one call at a time."""
-        return self._background.submit(self.stage, name, work, mutating)
+        return self.in_background(self.stage, name, work, mutating)
+
+    def in_background(self, fn: Any, *args: Any) -> Future:
+        """Run `fn(*args)`, a sequence of stages on agents the caller leaves alone, in the
+        controller's background thread; `.result()` waits for it (and raises what it raised)."""
+        with self._lock:
+            self._background_jobs += 1  # from now on no stage counts as alone (see _solo_threads)
+
+        def job():
+            try:
+                return fn(*args)
+            finally:
+                with self._lock:
+                    self._background_jobs -= 1
+
+        return self._background.submit(job)
+
+    def evaluate_baselines(self, jobs: dict[str, tuple[str, str]]) -> None:
+        """Evaluate baseline adapters as soon as they are final and keep them with the run."""
+        results = self.evaluate(agents=[], extra=jobs)
+        with self._lock:
+            self.baselines.update(results)
 
     def _snapshot(self, agents: list[str]) -> None:
         """Save the changed agents so a restarted actor resumes from exactly this point."""

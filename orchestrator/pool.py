@@ -133,7 +133,7 @@ class AgentPool:
 
         def submit(agent: str) -> None:
             call = calls[agent]
-            ref = self.handles[agent].call.remote(call.method, *call.args, **(call.kwargs or {}))
+            ref = self.handles[agent].call.remote(call.method, *call.args, _threads=call.threads, **(call.kwargs or {}))
             pending[ref] = agent
 
         for agent in calls:

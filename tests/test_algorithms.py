@@ -64,9 +64,16 @@ class FakeController:
         return SimpleNamespace(results=results)
 
     def stage_async(self, name, work, mutating=False):
+        return self.in_background(self.stage, name, work, mutating)
+
+    def in_background(self, fn, *args):
         done = Future()
-        done.set_result(self.stage(name, work, mutating))
+        done.set_result(fn(*args))
         return done
+
+    def evaluate_baselines(self, jobs):
+        self.stage("evaluate", {agent: SimpleNamespace(method="generate", args=([ex.prompt for ex in self.task.test],),
+                                                       kwargs={"adapter": adapter}) for agent, adapter in jobs.values()})
 
     def score_answer_sets(self, stage, agent, method, prompts, answer_sets):
         flat_prompts = [p for _ in answer_sets for p in prompts]

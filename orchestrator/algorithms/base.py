@@ -40,6 +40,13 @@ class Controller(Protocol):
     def stage_async(self, name: str, work: dict[str, "Call"], mutating: bool = False) -> Any:
         """Start a stage beside the caller's next ones; returns a Future (`.result()` waits)."""
 
+    def in_background(self, fn: Any, *args: Any) -> Any:
+        """Run `fn(*args)`, a sequence of stages, beside the caller's next ones; returns a Future."""
+
+    def evaluate_baselines(self, jobs: dict[str, tuple[str, str]]) -> None:
+        """Evaluate label -> (agent, adapter) now, as soon as that adapter is final, and keep the
+        results as the run's baselines (instead of at round 0's evaluation, via `eval_extra`)."""
+
     def score_answer_sets(self, stage: str, agent: str, method: str, prompts: list[str],
                           answer_sets: list[list[str]]) -> list[list[float]]:
         """Score K answer sets to the same prompts in one call to `agent`."""

@@ -44,11 +44,8 @@ class MACPO(Algorithm):
     def initialise(self) -> None:
         ctl, task = self.ctl, self.ctl.task
         teachers = ctl.teachers
-        ceiling = None  # the strong ceiling (its own adapter and seeds) needs no teacher: it trains beside them
-        if self.config.baselines.strong_ceiling:
-            ceiling = ctl.stage_async("student_ceiling_sft", {STUDENT: calls.train(
-                self._ceiling_examples(), "sft", self._train("student_sft"), adapter="ceiling", init_from="default")},
-                mutating=True)
+        # the strong ceiling (its own adapter and seeds) needs no teacher: it trains and is evaluated beside them
+        ceiling = ctl.in_background(self._strong_ceiling) if self.config.baselines.strong_ceiling else None
         try:
             self._initialise_teachers(teachers)
             prompts = task.q_w2s
@@ -83,6 +80,13 @@ class MACPO(Algorithm):
     def initialise_teacher(self, name: str) -> None:
         """A teacher added at run time gets the same initialisation as the first ones."""
         self._initialise_teachers([name])
+
+    def _strong_ceiling(self) -> None:
+        """The student SFT'd on gold labels (`ceiling` adapter), evaluated as soon as it is trained."""
+        self.ctl.stage("student_ceiling_sft", {STUDENT: calls.train(
+            self._ceiling_examples(), "sft", self._train("student_sft"), adapter="ceiling", init_from="default")},
+            mutating=True)
+        self.ctl.evaluate_baselines({"student_sft_gold": (STUDENT, "ceiling")})
 
     def _ceiling_examples(self) -> list[dict]:
         """Strong ceiling: the student on gold labels (synthetic: Q_w2s answers; real data: D_w chosen)."""
@@ -138,11 +142,6 @@ class MACPO(Algorithm):
         return self.ctl.stage(stage, train_calls, mutating=True)
 
     # ------------------------------------------------------------ reporting
-    def eval_extra(self, index: int) -> dict[str, tuple[str, str]]:
-        if index == 0 and self.config.baselines.strong_ceiling:
-            return {"student_sft_gold": (STUDENT, "ceiling")}
-        return {}
-
     def summary_extra(self, rounds: list[dict], baselines: dict[str, dict]) -> dict:
         """The student on weak labels (round 0) as a baseline, and PGR = (student - best teacher) /
         (ceiling - best teacher) at round 0 and at the end."""
