@@ -143,11 +143,24 @@ def section_time_to_result(data: dict) -> list[str]:
              f"bases, {len(data['runs'])} runs, median seconds per part (start-up: imports, Ray start and the data split; "
              f"load_models: the actors' imports and model loading; set-up stages: initialising teachers and student, "
              f"round 0's evaluation; shutdown: Ray stopping, the summary table).", "",
-             "| part | seconds | share |", "| --- | --- | --- |"]
+             "| part | seconds | share | machine busy core-s | idle core-s |", "| --- | --- | --- | --- | --- |"]
     total = data["median_total_s"]
+    busy, idle = data.get("median_busy_core_s", {}), data.get("median_idle_core_s", {})
+
+    def cell(values: dict, name: str) -> str:
+        return f"{values[name]:.1f}" if name in values else "-"
+
     for name, seconds in parts.items():
-        lines.append(f"| {name} | {seconds:.1f} | {100 * seconds / total:.0f}% |")
-    lines += [f"| **total** | **{total:.1f}** | |", ""]
+        lines.append(f"| {name} | {seconds:.1f} | {100 * seconds / total:.0f}% | {cell(busy, name)} | {cell(idle, name)} |")
+    all_busy, all_idle = data.get("median_total_busy_core_s"), data.get("median_total_idle_core_s")
+    lines += [f"| **total** | **{total:.1f}** | | {all_busy if all_busy is not None else '-'} | "
+              f"{all_idle if all_idle is not None else '-'} |", ""]
+    if all_busy is not None:
+        cores = data.get("cores") or data["machine"]["cpus"]
+        lines += [f"Machine busy = every process (driver, Ray's services, the actors) from /proc/stat. The work itself "
+                  f"keeps {cores} cores busy for {all_busy:.1f} core-s: no schedule finishes it in under "
+                  f"{all_busy / cores:.1f} s on this machine ({total / (all_busy / cores):.2f}x that floor now); the "
+                  f"{all_idle:.1f} idle core-s are what a better schedule could still win.", ""]
     return lines
 
 

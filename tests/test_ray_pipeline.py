@@ -33,6 +33,9 @@ def test_agent_actor_answers_generate_logprobs_train(ray_cluster, cache_dir, tin
                                                          "sft", {"lr": 1e-2, "epochs": 5, "batch_size": 2}))
     assert metrics["steps"] == 5 and seconds > 0 and cpu_seconds > 0
     assert sum(ray_cluster.get(actor.logprobs.remote(prompts, answers))["mean"]) > sum(remote_lp["mean"])
+    # one call may run with more torch threads (an agent computing alone); the actor's own count returns after it
+    assert ray_cluster.get(actor.call.remote("info", _threads=3))[0]["torch_threads"] == 3
+    assert ray_cluster.get(actor.call.remote("info"))[0]["torch_threads"] == 1
     ray_cluster.kill(actor)
 
 
@@ -40,7 +43,8 @@ def test_macpo_pipeline_two_teachers_one_round(ray_cluster, cache_dir, tmp_path,
     from orchestrator.api import run
 
     cfg = tiny_config(tmp_path, cache_dir, "rounds=1", "teachers.count=2", f"reward_model.name_or_path={tiny_reward_model}",
-                      "resources.teacher.nice=3", "resources.teacher.scheduler=idle", "resources.student.torch_threads=2")
+                      "resources.teacher.nice=3", "resources.teacher.scheduler=idle", "resources.student.torch_threads=2",
+                      "resources.student.solo_threads=3")
     summary = run(cfg)
     run_dir = tmp_path / "run"
     on_disk = json.loads((run_dir / "summary.json").read_text())
@@ -74,6 +78,13 @@ def test_macpo_pipeline_two_teachers_one_round(ray_cluster, cache_dir, tmp_path,
     assert cpu["teacher_0"]["nice"] == cpu["teacher_1"]["nice"] == cpu["student"]["nice"] + 3
     assert (cpu["teacher_0"]["scheduler"], cpu["teacher_1"]["scheduler"], cpu["student"]["scheduler"]) == ("idle", "idle", "normal")
     assert (cpu["student"]["torch_threads"], cpu["teacher_0"]["torch_threads"]) == (2, 1)
+    # solo_threads: only the stages the student runs with nothing else computing, never one beside the
+    # teachers (the ceiling's SFT and evaluation run in the background while the teachers initialise)
+    stages = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+              if json.loads(line)["event"] == "stage"]
+    solo = {e["stage"] for e in stages if e.get("threads")}
+    assert solo == {"select_weak_labels", "student_sft", "student_negative_sft", "student_hard_negatives"}, solo
+    assert all(e["threads"] == {"student": 3} for e in stages if e.get("threads"))
     # every agent's adapter changed during round 1, and checkpoints load in plain peft
     for agent in ("student", "teacher_0", "teacher_1"):
         before = load_file(str(run_dir / "checkpoints" / "round_0" / agent / "default" / "adapter_model.safetensors"))
