@@ -79,17 +79,29 @@ def section_scaling(data: dict) -> list[str]:
              "three phases between barriers (generate | the teachers' training beside the student's positive "
              "selection and training | evaluate); a phase's limit is max(busiest agent's CPU s, all agents' CPU s / "
              "cores): no schedule finishes it sooner on these cores. Ratio = wall / limit (1.00 = at the limit); "
-             "overhead = stage time no actor spent on its call.", "",
-             "| teachers | round wall s | limit s | ratio | parallel efficiency | overhead | student train tok/s "
+             "overhead = stage time no actor spent on its call." + (
+                 f" Each K ran {data['repeats']} times; a row is the run with the median ratio, and the ratios of "
+                 f"all runs are listed beside it." if data.get("repeats", 1) > 1 else ""), "",
+             "| teachers | round wall s | limit s | ratio | ratio of every run | parallel efficiency | overhead | student train tok/s "
              "| teacher train tok/s (median) | peak RSS MiB student / teacher (median) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in data["rows"]:
         tps = [v for a, v in row["tokens_per_s"].items() if a != "student"]
         rss = [v for a, v in row["peak_rss_mib"].items() if a != "student"]
-        lines.append(f"| {row['teachers']} | {row['wall_s']:.2f} | {row['limit_s']:.2f} | {row['ratio']:.2f} | "
+        every = ", ".join(f"{r:.2f}" for r in row.get("ratio_runs", [row["ratio"]]))
+        lines.append(f"| {row['teachers']} | {row['wall_s']:.2f} | {row['limit_s']:.2f} | {row['ratio']:.2f} | {every} | "
                      f"{row['parallel_efficiency']:.2f} | {100 * row['overhead_fraction']:.1f}% | "
                      f"{row['tokens_per_s'].get('student', 0):.0f} | {statistics.median(tps) if tps else 0:.0f} | "
                      f"{row['peak_rss_mib']['student']:.0f} / {statistics.median(rss) if rss else 0:.0f} |")
+    if "cpu" in data["rows"][0]:
+        cpu = data["rows"][0]["cpu"]
+
+        def how(role: str) -> str:
+            c = cpu[role]
+            return f"niceness {c['nice']}, scheduler {c.get('scheduler', 'normal')}, {c['torch_threads']} torch thread(s)"
+
+        lines += ["", f"The actors ran as the default config sets them: the student at {how('student')}; each teacher "
+                  f"at {how('teacher')} (see \"Cores on a shared node\" in docs/architecture.md)."]
     for row in data["rows"]:
         if row["teachers"] == 4:
             lines += ["", "Per phase, 4 teachers:", "", "| phase | wall s | CPU s (all agents) | limit s | ratio | critical agent |",
@@ -160,7 +172,9 @@ def section_time_to_result(data: dict) -> list[str]:
         lines += [f"Machine busy = every process (driver, Ray's services, the actors) from /proc/stat. The work itself "
                   f"keeps {cores} cores busy for {all_busy:.1f} core-s: no schedule finishes it in under "
                   f"{all_busy / cores:.1f} s on this machine ({total / (all_busy / cores):.2f}x that floor now); the "
-                  f"{all_idle:.1f} idle core-s are what a better schedule could still win.", ""]
+                  f"{all_idle:.1f} idle core-s are what a better schedule could still win "
+                  f"({idle.get('start-up', 0) + idle.get('shutdown', 0):.1f} of them in start-up and shutdown, "
+                  f"where the driver waits for Ray's processes to start and stop).", ""]
     return lines
 
 

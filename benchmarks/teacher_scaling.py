@@ -12,7 +12,9 @@ generate | train_teachers beside select_positives, then the student's train | ev
   overhead      stage time no actor spent on its call, over the wall: the orchestration's own cost
 Per round: the sums, the same ratio, parallel efficiency (CPU / cores / wall) and per agent the
 training tokens/s and the actor's peak resident memory.
-Usage: python benchmarks/teacher_scaling.py [--teachers 1 2 4 8 16] [key=value ...]
+Each K runs `--repeats` times (a fresh run each); the row is the run with the median ratio, and
+every run's ratio is kept beside it (`ratio_runs`), so one lucky or unlucky run shows as such.
+Usage: python benchmarks/teacher_scaling.py [--teachers 1 2 4 8 16] [--repeats 3] [key=value ...]
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -69,7 +72,7 @@ def measure(teachers: int, overrides: list[str], tmp: str) -> dict:
     from orchestrator import calls, load_config
     from orchestrator.core import OrchestratorCore
 
-    out = f"{tmp}/k{teachers}"
+    out = f"{tmp}/k{teachers}-{time.time_ns()}"
     config = load_config(None, [f"teachers.count={teachers}", "rounds=1", f"output_dir={out}", "progress=false",
                                 "baselines.strong_ceiling=false", *overrides])
     core = OrchestratorCore(config)
@@ -86,12 +89,16 @@ def measure(teachers: int, overrides: list[str], tmp: str) -> dict:
     row["tokens_per_s"] = {a: round(v["tokens_per_s"], 1) for train in trained for a, v in train.items()}
     row["peak_rss_mib"] = {a: round(v, 1) for a, v in rss.items()}
     row["student_reward"] = record["eval"]["student"]["reward"]
+    # how the actors really ran (niceness, scheduling policy, threads), as the placement event saw them
+    cpu = next(e["cpu"] for e in events if e["event"] == "placement")
+    row["cpu"] = {"student": cpu["student"], "teacher": cpu["teacher_0"]}
     return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--teachers", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--repeats", type=int, default=3, help="runs per K; the row is the median-ratio run")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_intermixed_args()  # key=value may follow --teachers
     offline_env()
@@ -99,13 +106,14 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for k in args.teachers:
-            row = measure(k, args.overrides, tmp)
+            runs = sorted((measure(k, args.overrides, tmp) for _ in range(args.repeats)), key=lambda r: r["ratio"])
+            row = {**runs[len(runs) // 2], "ratio_runs": [r["ratio"] for r in runs]}
             rows.append(row)
             teacher_tps = [v for a, v in row["tokens_per_s"].items() if a != "student"]
             print(f"K={k:<2} round {row['wall_s']:6.2f}s  limit {row['limit_s']:6.2f}s  ratio {row['ratio']:.2f}  "
-                  f"overhead {row['overhead_fraction']:.3f}  student {row['tokens_per_s'].get('student', 0):.0f} tok/s  "
+                  f"(runs {row['ratio_runs']})  overhead {row['overhead_fraction']:.3f}  student {row['tokens_per_s'].get('student', 0):.0f} tok/s  "
                   f"teacher median {statistics.median(teacher_tps) if teacher_tps else 0:.0f} tok/s", flush=True)
-    path = write_result("teacher_scaling", {"overrides": args.overrides, "rows": rows})
+    path = write_result("teacher_scaling", {"overrides": args.overrides, "repeats": args.repeats, "rows": rows})
     print(f"written to {path}")
 
 
