@@ -110,12 +110,31 @@ def test_job_with_bad_config_fails_with_one_line(head):
     assert "Traceback" not in logs
 
 
+# Ray's client proxy starts one server process per client connection; on a loaded machine that start
+# now and then fails ("Starting Ray client server failed") before any of our code runs. The client
+# scripts retry the connection, as a user would; what each test checks begins once it is connected.
+CONNECT = """
+import time
+import ray
+
+
+def connect(address, **kwargs):
+    for attempt in range(3):
+        try:
+            return ray.init(address, **kwargs)
+        except ConnectionAbortedError:
+            if attempt == 2:
+                raise
+            time.sleep(2)
+"""
+
+
 def test_ray_client_drives_rounds_interactively(head, tmp_path, cache_dir):
     run_dir = tmp_path / "client-run"
-    script = textwrap.dedent(f"""
+    script = CONNECT + textwrap.dedent(f"""
         import json, ray
         from orchestrator import load_config, Orchestrator
-        ray.init({head['client']!r}, runtime_env={{"working_dir": {str(ROOT)!r},
+        connect({head['client']!r}, runtime_env={{"working_dir": {str(ROOT)!r},
                  "excludes": [".git", ".venv", ".ci", "runs", "**/__pycache__", "*.egg-info"]}})
         config = load_config(None, {[*TINY_RUN, "rounds=2", "teachers.count=1", f"output_dir={run_dir}",
                                      f"cache_dir={cache_dir}"]!r})
@@ -148,10 +167,10 @@ def test_progress_answers_a_second_client_while_a_round_runs(head, tmp_path, cac
     and says so before A starts the round, so the round cannot end before B is listening."""
     ready, observed = tmp_path / "b-ready", tmp_path / "b-observed"
     runtime_env = {"working_dir": str(ROOT), "excludes": [".git", ".venv", ".ci", "runs", "**/__pycache__", "*.egg-info"]}
-    client_a = textwrap.dedent(f"""
+    client_a = CONNECT + textwrap.dedent(f"""
         import os, time, ray
         from orchestrator import load_config, Orchestrator
-        ray.init({head['client']!r}, runtime_env={runtime_env!r})
+        connect({head['client']!r}, runtime_env={runtime_env!r})
         config = load_config(None, {[*TINY_RUN, "rounds=1", "teachers.count=1", f"output_dir={tmp_path / 'run'}",
                                      f"cache_dir={cache_dir}", "train.student_macpo.epochs=20"]!r})
         orch = Orchestrator.options(name="orchestrator:watched", namespace=config.ray.namespace).remote(config.to_dict())
@@ -163,9 +182,9 @@ def test_progress_answers_a_second_client_while_a_round_runs(head, tmp_path, cac
             time.sleep(0.1)
         ray.get(orch.shutdown.remote())
     """)
-    client_b = textwrap.dedent(f"""
+    client_b = CONNECT + textwrap.dedent(f"""
         import json, pathlib, time, ray
-        ray.init({head['client']!r})
+        connect({head['client']!r})
         while True:
             try:
                 orch = ray.get_actor("orchestrator:watched", namespace="w2s")
@@ -218,11 +237,11 @@ def test_sweep_under_job_submit_runs_on_the_cluster(head, tmp_path, cache_dir):
 
 def test_sweep_from_a_ray_client(head, tmp_path, cache_dir):
     sweep_dir = tmp_path / "client-sweep"
-    script = textwrap.dedent(f"""
+    script = CONNECT + textwrap.dedent(f"""
         import json, ray
         from orchestrator.sweep import run_sweep
         from orchestrator.sweep_spec import SweepSpec, grid_settings, parse_claim
-        ray.init({head['client']!r}, runtime_env={{"working_dir": {str(ROOT)!r},
+        connect({head['client']!r}, runtime_env={{"working_dir": {str(ROOT)!r},
                  "excludes": [".git", ".venv", ".ci", "runs", "**/__pycache__", "*.egg-info"]}})
         spec = SweepSpec(name="client", settings=grid_settings(["rounds=0,1"]), seeds=[0],
                          overrides={[*[o for o in TINY_RUN if o != "progress=false"], "teachers.count=1",
