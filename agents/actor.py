@@ -108,8 +108,8 @@ class _AgentHost(_Host):
         import torch
 
         return {"name": self.name, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
-                "nice": os.nice(0), "scheduler": scheduler_name(), "torch_threads": torch.get_num_threads(), "model_path": self.agent.model_path,
-                "adapters": self.agent.adapters, "device": str(self.agent.device), "stats": dict(self.agent.stats)}
+                "nice": os.nice(0), "scheduler": scheduler_name(), "torch_threads": torch.get_num_threads(),
+                "model_path": self.agent.model_path, "adapters": self.agent.adapters, "device": str(self.agent.device), "stats": dict(self.agent.stats)}
 
     # direct forwards for interactive use from a driver or Ray client
     def generate(self, *args, **kwargs):

@@ -23,6 +23,7 @@ class AgentConfigError(BadInput, ValueError):
 # OS scheduling policies an actor process may ask for (`normal`: the default time-sharing one)
 SCHEDULERS = ("normal", "batch", "idle")
 
+
 @dataclass
 class LoraConfig:
     """LoRA adapter shape (MACPO paper: r=8, alpha=16 on q,v)."""

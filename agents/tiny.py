@@ -33,7 +33,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-
 from tasks.errors import BadInput
 
 log = logging.getLogger(__name__)
