@@ -35,18 +35,7 @@ from benchmarks.common import offline_env, write_result  # noqa: E402
 
 def breakdown(events: list[dict], started: float, ended: float) -> dict[str, float]:
     """Seconds per part of the run, from the process start/end and the run's events."""
-    stages = [e for e in events if e["event"] == "stage"]
-    rounds = [e for e in events if e["event"] == "round"]
-    first = min(e["started"] for e in stages)
-    load = next(e for e in stages if e["stage"] == "load_models")
-    parts = {"start-up": first - started, "load_models": load["wall_s"]}
-    previous = load["started"] + load["wall_s"]
-    for record in rounds:
-        label = "setup stages" if record["round"] == 0 else f"round {record['round']}"
-        parts[label] = record["time"] - previous
-        previous = record["time"]
-    parts["shutdown"] = ended - previous
-    return {k: round(v, 2) for k, v in parts.items()}
+    return {part: round(end - start, 2) for part, (start, end) in part_windows(events, started, ended).items()}
 
 
 class MachineCPU:
