@@ -1,14 +1,22 @@
-"""Shared fixtures: offline mode, a per-session cache of tiny test bases, one Ray cluster."""
+"""Shared fixtures: offline mode, a per-session cache of tiny test bases, one Ray cluster.
+
+Every Ray the tests start (in-process, `ray start`, subprocesses) lives under one temp root made for
+this test run (RAY_TMPDIR) and removed after it, so a cluster left by a killed test can never be
+joined through Ray's `ray_current_cluster` file by a later run."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# short, under /tmp: Ray's unix sockets live below it and a socket path may not exceed 107 bytes
+RAY_TMPDIR = tempfile.mkdtemp(prefix="w2s-t-", dir="/tmp")
+os.environ["RAY_TMPDIR"] = RAY_TMPDIR
 
 import random
 
@@ -18,6 +26,27 @@ import torch
 torch.set_num_threads(1)
 
 TEST_LORA = {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj", "o_proj"]}
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(RAY_TMPDIR, ignore_errors=True)
+
+
+ALLOWED_SKIPS = ("GPU", "vllm")  # the only skips a CI run may show: tests that need hardware or vLLM
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """In CI (CI=true) a skip is a failure unless its reason names a GPU or vLLM: a check that
+    silently stops running is a check dropped."""
+    if os.environ.get("CI", "").lower() not in ("1", "true", "yes"):
+        return
+    bad = [r for r in terminalreporter.stats.get("skipped", [])
+           if not any(word in str(r.longrepr) for word in ALLOWED_SKIPS)]
+    if bad:
+        terminalreporter.write_line(f"CI: {len(bad)} test(s) skipped for a reason other than GPU/vLLM:", red=True)
+        for report in bad:
+            terminalreporter.write_line(f"  {report.nodeid}: {report.longrepr}")
+        terminalreporter._session.exitstatus = 1
 
 
 @pytest.fixture(scope="session")

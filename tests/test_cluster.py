@@ -1,7 +1,8 @@
 """Every way in, against a real multi-process Ray cluster (`ray start --head` on 127.0.0.1).
 
 The head is started once per session by its own PID and ended by that PID (never `ray stop`,
-which would kill every Ray on the machine). Its client port 10001 lies outside the worker port range.
+which would kill every Ray on the machine). Its ports are found free at run time (the client port in the ephemeral range, outside Ray's worker
+port range 10002-19999).
 """
 from __future__ import annotations
 
@@ -26,13 +27,12 @@ from tests.servers import free_port, port_open, wait_for
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parent.parent
 RAY = str(Path(sys.executable).parent / "ray")
-CLIENT_PORT = 10001
 
 
 @pytest.fixture(scope="session")
 def head():
     """A local multi-process Ray head with dashboard (job server) and Ray client server."""
-    gcs, dashboard, agent = free_port(), free_port(), free_port()
+    gcs, dashboard, agent, client = free_port(), free_port(), free_port(), free_port()
     # a short temp dir: Ray's unix sockets live under it and long pytest paths break the job agent
     temp = tempfile.mkdtemp(prefix="rh-", dir="/tmp")
     # the cluster's `python` is this venv's, as on a cluster set up from ray_cluster.yaml
@@ -41,17 +41,19 @@ def head():
     proc = subprocess.Popen(
         [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--include-dashboard=true",
-         f"--ray-client-server-port={CLIENT_PORT}", "--num-cpus=2", "--disable-usage-stats",
+         f"--ray-client-server-port={client}", "--num-cpus=2", "--disable-usage-stats",
          f"--dashboard-agent-listen-port={agent}",  # not the fixed default: another Ray here may hold it
          f"--temp-dir={temp}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
-        wait_for(lambda: port_open(dashboard) and port_open(CLIENT_PORT), 120, "the Ray head")
+        # ours, not whatever else may hold a port: the head process must still be alive when its ports open
+        wait_for(lambda: proc.poll() is not None or (port_open(dashboard) and port_open(client)), 120, "the Ray head")
+        assert proc.poll() is None, f"ray start --head exited with {proc.returncode}"
         address = f"http://127.0.0.1:{dashboard}"
         wait_for(lambda: subprocess.run([RAY, "job", "list", "--address", address], env=env,
                                         capture_output=True).returncode == 0, 60, "the job server")
-        yield {"dashboard": address, "client": f"ray://127.0.0.1:{CLIENT_PORT}", "env": env}
+        yield {"dashboard": address, "client": f"ray://127.0.0.1:{client}", "env": env}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # this head only
         try:
