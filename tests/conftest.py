@@ -14,8 +14,13 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from tests.servers import reap_stale_test_roots  # noqa: E402 - after the environment above
+
+reap_stale_test_roots()  # Rays and servers of test runs that were killed before they could clean up
 # short, under /tmp: Ray's unix sockets live below it and a socket path may not exceed 107 bytes
 RAY_TMPDIR = tempfile.mkdtemp(prefix="w2s-t-", dir="/tmp")
+with open(os.path.join(RAY_TMPDIR, "owner.pid"), "w") as _owner:
+    _owner.write(str(os.getpid()))
 os.environ["RAY_TMPDIR"] = RAY_TMPDIR
 
 import random

@@ -12,6 +12,35 @@ from pathlib import Path
 from typing import Iterator
 
 
+def reap_stale_test_roots(prefix: str = "w2s-t-", tmp: str = "/tmp") -> list[str]:
+    """Clear what killed test runs left behind: each run's Ray root (`{tmp}/{prefix}*`, see
+    tests/conftest.py) holds the PID of the pytest that made it; where that process is gone, every
+    process still running from that root (a Ray head, raylets, workers, servers) is killed and the
+    folder removed. Returns the roots cleared."""
+    cleared = []
+    for root in Path(tmp).glob(f"{prefix}*"):
+        try:
+            owner = int((root / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        if Path(f"/proc/{owner}").exists():
+            continue
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:  # started from that run: it has the run's RAY_TMPDIR in its environment or command line
+                marks = (proc / "environ").read_bytes() + (proc / "cmdline").read_bytes()
+                if str(root).encode() in marks:
+                    os.kill(int(proc.name), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                continue
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+        cleared.append(str(root))
+    return cleared
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -34,7 +34,8 @@ def head():
     """A local multi-process Ray head with dashboard (job server) and Ray client server."""
     gcs, dashboard, agent, client = free_port(), free_port(), free_port(), free_port()
     # a short temp dir: Ray's unix sockets live under it and long pytest paths break the job agent
-    temp = tempfile.mkdtemp(prefix="rh-", dir="/tmp")
+    # (inside this test run's Ray root, so a killed run's head is found and cleared by the next run)
+    temp = tempfile.mkdtemp(prefix="rh-", dir=os.environ["RAY_TMPDIR"])
     # the cluster's `python` is this venv's, as on a cluster set up from ray_cluster.yaml
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
@@ -88,6 +89,18 @@ def submit(head, *args: str, timeout: float = 400, module: str = "orchestrator.m
     return status, logs
 
 
+def cluster_node_ids(head) -> set[str]:
+    from ray.util.state import list_nodes
+
+    return {node.node_id for node in list_nodes(address=head["dashboard"])}
+
+
+def placed_nodes(run_dir: Path) -> set[str]:
+    """The node ids the run's agents were placed on (its `placement` event)."""
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return set(next(e for e in events if e["event"] == "placement")["nodes"].values())
+
+
 def test_job_submit_runs_on_the_existing_cluster(head, tmp_path, cache_dir):
     # no output_dir: a job's default run directory lies under the storage root, not in Ray's temporary
     # copy of the working_dir (deleted with the session), and the log says where
@@ -96,7 +109,7 @@ def test_job_submit_runs_on_the_existing_cluster(head, tmp_path, cache_dir):
     assert status == "SUCCEEDED", logs[-3000:]
     [run_dir] = list((tmp_path / "store").iterdir())
     assert f"run directory: {run_dir}" in logs
-    assert "Started a local Ray instance" not in logs  # connected to the cluster, never a second one
+    assert placed_nodes(run_dir) <= cluster_node_ids(head)  # its agents ran on the cluster, not on a second Ray
     assert "round 0 done" in logs and "round 1 done" in logs  # progress reaches the job's logs
     # quiet job logs: one line per finished stage, no bar redrawn every poll
     assert logs.count("stage teacher_sft ") == 1 and logs.count("stage train ") == 1, logs[-3000:]
@@ -131,65 +144,40 @@ def connect(address, **kwargs):
 """
 
 
-def test_ray_client_drives_rounds_interactively(head, tmp_path, cache_dir):
-    run_dir = tmp_path / "client-run"
-    script = CONNECT + textwrap.dedent(f"""
-        import json, ray
+def test_ray_client_drives_rounds_while_a_second_client_watches(head, tmp_path, cache_dir):
+    """Client A drives rounds step by step (setup, run_round, attach by name, add_teacher, run_round);
+    client B, its own Ray client connection, gets progress() answers from the same orchestrator
+    while A's first round runs (the actor serves calls concurrently). B connects and says so before
+    A starts that round, so the round cannot end before B is listening."""
+    ready, observed = tmp_path / "b-ready", tmp_path / "b-observed"
+    runtime_env = {"working_dir": str(ROOT), "excludes": [".git", ".venv", ".ci", "runs", "**/__pycache__", "*.egg-info"]}
+    client_a = CONNECT + textwrap.dedent(f"""
+        import json, os, time, ray
         from orchestrator import load_config, Orchestrator
-        connect({head['client']!r}, runtime_env={{"working_dir": {str(ROOT)!r},
-                 "excludes": [".git", ".venv", ".ci", "runs", "**/__pycache__", "*.egg-info"]}})
-        config = load_config(None, {[*TINY_RUN, "rounds=2", "teachers.count=1", f"output_dir={run_dir}",
-                                     f"cache_dir={cache_dir}"]!r})
+        connect({head['client']!r}, runtime_env={runtime_env!r})
+        config = load_config(None, {[*TINY_RUN, "rounds=2", "teachers.count=1", f"output_dir={tmp_path / 'client-run'}",
+                                     f"cache_dir={cache_dir}", "train.student_macpo.epochs=20"]!r})
         orch = Orchestrator.options(name="orchestrator:client-test", namespace=config.ray.namespace).remote(config.to_dict())
         ray.get(orch.setup.remote())
+        while not os.path.exists({str(ready)!r}):
+            time.sleep(0.1)
         ray.get(orch.run_round.remote())
         attached = ray.get_actor("orchestrator:client-test", namespace=config.ray.namespace)
         progress = ray.get(attached.progress.remote())
+        while not os.path.exists({str(observed)!r}):
+            time.sleep(0.1)
         name = ray.get(orch.add_teacher.remote({{"name_or_path": "tiny:test", "max_length": 48, "seed": 3}}))
         ray.get(orch.run_round.remote())
         summary = ray.get(orch.summary.remote())
         ray.get(orch.shutdown.remote())
         print("RESULT " + json.dumps({{"progress": progress, "added": name, "summary": summary}}))
     """)
-    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=head["env"], capture_output=True,
-                         text=True, timeout=400)
-    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
-    result = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:])
-    assert result["progress"]["round"] == 1 and result["progress"]["agents"] == ["student", "teacher_0"]
-    assert result["added"] == "teacher_1"
-    rounds = result["summary"]["rounds"]
-    assert [r["round"] for r in rounds] == [0, 1, 2]
-    assert set(rounds[2]["eval"]) == {"student", "teacher_0", "teacher_1"}  # the new teacher took part
-    assert "teacher_1" not in rounds[1]["eval"]
-
-
-def test_progress_answers_a_second_client_while_a_round_runs(head, tmp_path, cache_dir):
-    """Client A runs a round; client B, its own Ray client connection, gets progress() answers from
-    the same orchestrator while that round runs (the actor serves calls concurrently). B connects
-    and says so before A starts the round, so the round cannot end before B is listening."""
-    ready, observed = tmp_path / "b-ready", tmp_path / "b-observed"
-    runtime_env = {"working_dir": str(ROOT), "excludes": [".git", ".venv", ".ci", "runs", "**/__pycache__", "*.egg-info"]}
-    client_a = CONNECT + textwrap.dedent(f"""
-        import os, time, ray
-        from orchestrator import load_config, Orchestrator
-        connect({head['client']!r}, runtime_env={runtime_env!r})
-        config = load_config(None, {[*TINY_RUN, "rounds=1", "teachers.count=1", f"output_dir={tmp_path / 'run'}",
-                                     f"cache_dir={cache_dir}", "train.student_macpo.epochs=20"]!r})
-        orch = Orchestrator.options(name="orchestrator:watched", namespace=config.ray.namespace).remote(config.to_dict())
-        ray.get(orch.setup.remote())
-        while not os.path.exists({str(ready)!r}):
-            time.sleep(0.1)
-        ray.get(orch.run_round.remote())
-        while not os.path.exists({str(observed)!r}):
-            time.sleep(0.1)
-        ray.get(orch.shutdown.remote())
-    """)
     client_b = CONNECT + textwrap.dedent(f"""
         import json, pathlib, time, ray
         connect({head['client']!r})
         while True:
             try:
-                orch = ray.get_actor("orchestrator:watched", namespace="w2s")
+                orch = ray.get_actor("orchestrator:client-test", namespace="w2s")
                 if ray.get(orch.progress.remote(), timeout=30)["round"] == 0:
                     break
             except ValueError:
@@ -215,13 +203,21 @@ def test_progress_answers_a_second_client_while_a_round_runs(head, tmp_path, cac
         seen = json.loads(next(line for line in b.stdout.splitlines() if line.startswith("RESULT "))[7:])
         during = {stage for index, stage in seen if index == 0 and stage}
         assert "train" in during, seen  # answered mid-round, with the stage running then
-        assert a.wait(timeout=120) == 0, a.communicate()[0][-3000:]
+        out = a.communicate(timeout=400)[0]
+        assert a.returncode == 0, out[-3000:]
     finally:
         if a.poll() is None:
             a.kill()
+    result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    assert result["progress"]["round"] == 1 and result["progress"]["agents"] == ["student", "teacher_0"]
+    assert result["added"] == "teacher_1"
+    rounds = result["summary"]["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert set(rounds[2]["eval"]) == {"student", "teacher_0", "teacher_1"}  # the new teacher took part
+    assert "teacher_1" not in rounds[1]["eval"]
 
 
-SWEEP = ["--grid", "rounds=0,1", "--seeds", "0", "--claim", "student.final >= student.round0", "--max-concurrent", "1",
+SWEEP = ["--grid", "rounds=1", "--seeds", "0", "--claim", "student.final >= student.round0", "--max-concurrent", "1",
          *[o for o in TINY_RUN if o != "progress=false"], "teachers.count=1", "baselines.strong_ceiling=false"]
 
 
@@ -230,10 +226,11 @@ def test_sweep_under_job_submit_runs_on_the_cluster(head, tmp_path, cache_dir):
     status, logs = submit(head, *SWEEP, "--output-dir", str(sweep_dir), f"cache_dir={cache_dir}",
                           module="orchestrator.sweep")
     assert status == "SUCCEEDED", logs[-3000:]
-    assert "Started a local Ray instance" not in logs
     results = json.loads((sweep_dir / "results.json").read_text())
-    assert [t["status"] for t in results["trials"]] == ["done", "done"]
-    assert [len(t["per_round"]["student"]) for t in results["trials"]] == [1, 2]
+    [trial_dir] = [p for p in (sweep_dir / "runs").iterdir() if p.is_dir()]
+    assert placed_nodes(trial_dir) <= cluster_node_ids(head)  # the trial's agents ran on the cluster
+    assert [t["status"] for t in results["trials"]] == ["done"]
+    assert [len(t["per_round"]["student"]) for t in results["trials"]] == [2]
     assert "holds in" in logs
 
 
@@ -245,7 +242,7 @@ def test_sweep_from_a_ray_client(head, tmp_path, cache_dir):
         from orchestrator.sweep_spec import SweepSpec, grid_settings, parse_claim
         connect({head['client']!r}, runtime_env={{"working_dir": {str(ROOT)!r},
                  "excludes": [".git", ".venv", ".ci", "runs", "**/__pycache__", "*.egg-info"]}})
-        spec = SweepSpec(name="client", settings=grid_settings(["rounds=0,1"]), seeds=[0],
+        spec = SweepSpec(name="client", settings=grid_settings(["rounds=1"]), seeds=[0],
                          overrides={[*[o for o in TINY_RUN if o != "progress=false"], "teachers.count=1",
                                      "baselines.strong_ceiling=false", f"cache_dir={cache_dir}"]!r},
                          claims=[parse_claim("student.final >= student.round0")])
@@ -255,7 +252,7 @@ def test_sweep_from_a_ray_client(head, tmp_path, cache_dir):
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=head["env"], capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
-    assert json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:]) == ["done", "done"]
+    assert json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:]) == ["done"]
     assert json.loads((sweep_dir / "results.json").read_text())["claims"][0]["n"] == 1
 
 

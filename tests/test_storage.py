@@ -39,12 +39,14 @@ def test_unusable_uris_are_one_line_before_anything_runs(options):
 
 
 def test_cli_refuses_an_unreachable_bucket_with_exit_2(s3, tmp_path, cache_dir):
-    env = dict(os.environ, **s3["env"])
+    ray_tmp = tmp_path / "ray"  # this run's own Ray root: empty afterwards means Ray never started
+    ray_tmp.mkdir()
+    env = dict(os.environ, **s3["env"], RAY_TMPDIR=str(ray_tmp))
     out = subprocess.run([sys.executable, "-m", "orchestrator.main", *TINY, "output_dir=s3://no-such-bucket/run",
                           f"cache_dir={cache_dir}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stderr[-2000:]
     assert out.stderr.strip().splitlines()[-1].startswith("error: StorageError: s3://no-such-bucket/run: cannot write there")
-    assert "load_models" not in out.stdout + out.stderr  # refused before any model loaded
+    assert list(ray_tmp.iterdir()) == []  # refused before Ray started, so before any model loaded
 
 
 def test_an_uncommitted_checkpoint_on_the_store_is_never_resumed(options):
@@ -90,8 +92,11 @@ def cli(env, *args):
 
 
 def test_a_run_on_s3_is_interrupted_and_resumed_from_its_uri(s3, tmp_path, cache_dir):
-    """The held-out flow: output_dir=s3://..., SIGTERM once round 1 is committed, `--resume s3://...`
-    finishes rounds [0, 1, 2]; every committed checkpoint loads in plain peft after download."""
+    """The held-out flow: output_dir=s3://..., SIGTERM once round 1 is committed (exit 130, like
+    Ctrl-C, with the resume command), `--resume s3://...` refuses overrides (exit 2) and then finishes
+    rounds [0, 1, 2]: no round lost or logged twice, one resume event, every committed checkpoint loads
+    in plain peft after download. (This is also the project's only kill-and-resume test: the run
+    directory code is one fsspec path for local folders and URIs.)"""
     import s3fs
 
     uri = "s3://runs/cli"
@@ -102,10 +107,16 @@ def test_a_run_on_s3_is_interrupted_and_resumed_from_its_uri(s3, tmp_path, cache
     wait_for(lambda: fs.exists(marker) or proc.poll() is not None, 300, "round 1's commit marker")
     fs.invalidate_cache()
     assert fs.exists(marker), proc.communicate()[0][-2000:]
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)  # the driver shuts its Ray down and says how to resume
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130 and "--resume s3://runs/cli" in out, out[-2000:]  # interrupted, like Ctrl-C
     assert f"run directory: {uri}" in out and not (ROOT / "s3:").exists()  # never a local folder named s3:
+    fs.invalidate_cache()
+    done_before = [r["round"] for r in json.loads(fs.cat("runs/cli/summary.json"))["rounds"]]
+    assert done_before[-1] in (1, 2), done_before
+    refused = cli(s3["env"], "--resume", uri, f"cache_dir={cache_dir}")
+    out = refused.communicate(timeout=300)[0]
+    assert refused.returncode == 2 and "takes no overrides" in out, out[-2000:]  # resume uses the run's own config
     resumed = cli(s3["env"], "--resume", uri)
     out = resumed.communicate(timeout=400)[0]
     assert resumed.returncode == 0, out[-2000:]

@@ -114,8 +114,9 @@ TINY_SWEEP = [o for o in TINY_RUN if o != "progress=false"] + ["rounds=1", "base
 def test_sweep_runs_trials_reports_failures_and_resumes_without_redoing(tmp_path, cache_dir):
     sweep_dir = tmp_path / "sweep"
     # a hub id that cannot load offline passes validation and fails inside its trials
-    args = ["--grid", "teachers.count=1,2", "--grid", "student.name_or_path=tiny:test-strong,no-such-org/no-such-model",
-            "--seeds", "0-1",
+    # 4 trials: a working setting (2 seeds: a claim over finished seeds, one trial done before the
+    # interruption and one after) and a failing one (2 seeds: each failure recorded in its own trial)
+    args = ["--grid", "student.name_or_path=tiny:test-strong,no-such-org/no-such-model", "--seeds", "0-1",
             "--claim", "student.final > student.round0", "--output-dir", str(sweep_dir), "--max-concurrent", "1",
             "--name", "tiny", "--publish", str(tmp_path / "published"), f"cache_dir={cache_dir}", *TINY_SWEEP]
     # interrupt the sweep (Ctrl-C, as a user would) once Tune has recorded the first trial as finished
@@ -145,7 +146,7 @@ def test_sweep_runs_trials_reports_failures_and_resumes_without_redoing(tmp_path
     results = json.loads((sweep_dir / "results.json").read_text())
     assert json.loads((tmp_path / "published" / "tiny.json").read_text())["trials"] == results["trials"]
     by_id = {t["trial_id"]: t for t in results["trials"]}
-    assert len(by_id) == 8
+    assert len(by_id) == 4
     for trial_id, trial in by_id.items():
         if "no-such-model" in trial_id:
             assert trial["status"] == "failed" and "no-such-org/no-such-model" in trial["error"], trial
@@ -156,9 +157,9 @@ def test_sweep_runs_trials_reports_failures_and_resumes_without_redoing(tmp_path
     for name, stamp in stamps.items():  # finished before the interruption: not redone, not even started
         assert (runs / name / "summary.json").stat().st_mtime_ns == stamp
         assert f"trial {name} done" not in out
-    assert sum(line.startswith("trial ") and " done: " in line for line in out.splitlines()) == 4 - len(first_done)
+    assert sum(line.startswith("trial ") and " done: " in line for line in out.splitlines()) == 2 - len(first_done)
     (claim,) = results["claims"]  # in the first setting, counted over its finished seeds
-    first = [by_id[f"teachers.count=1_student.name_or_path=tiny_test-strong-seed{s}"]["metrics"] for s in (0, 1)]
+    first = [by_id[f"student.name_or_path=tiny_test-strong-seed{s}"]["metrics"] for s in (0, 1)]
     assert claim["n"] == 2 and claim["holds"] == sum(m["student.final"] > m["student.round0"] for m in first)
     assert "holds in" in (sweep_dir / "results.md").read_text()
     assert (sweep_dir / "plots" / "rewards_per_round.png").stat().st_size > 1000
