@@ -12,6 +12,23 @@ from pathlib import Path
 from typing import Iterator
 
 
+def reap_processes_under(root: str) -> int:
+    """SIGKILL every process started from `root` (it has it in its environment, e.g. RAY_TMPDIR, or
+    on its command line, e.g. --temp-dir); returns how many."""
+    killed = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            marks = (proc / "environ").read_bytes() + (proc / "cmdline").read_bytes()
+            if root.encode() in marks:
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed += 1
+        except (OSError, ProcessLookupError):
+            continue
+    return killed
+
+
 def reap_stale_test_roots(prefix: str = "w2s-t-", tmp: str = "/tmp") -> list[str]:
     """Clear what killed test runs left behind: each run's Ray root (`{tmp}/{prefix}*`, see
     tests/conftest.py) holds the PID of the pytest that made it; where that process is gone, every
@@ -25,15 +42,7 @@ def reap_stale_test_roots(prefix: str = "w2s-t-", tmp: str = "/tmp") -> list[str
             continue
         if Path(f"/proc/{owner}").exists():
             continue
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:  # started from that run: it has the run's RAY_TMPDIR in its environment or command line
-                marks = (proc / "environ").read_bytes() + (proc / "cmdline").read_bytes()
-                if str(root).encode() in marks:
-                    os.kill(int(proc.name), signal.SIGKILL)
-            except (OSError, ProcessLookupError):
-                continue
+        reap_processes_under(str(root))
         import shutil
 
         shutil.rmtree(root, ignore_errors=True)

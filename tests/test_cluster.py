@@ -22,14 +22,14 @@ import pytest
 import yaml
 
 from tests.conftest import TINY_RUN
-from tests.servers import free_port, port_open, wait_for
+from tests.servers import free_port, port_open, reap_processes_under, wait_for
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parent.parent
 RAY = str(Path(sys.executable).parent / "ray")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def head():
     """A local multi-process Ray head with dashboard (job server) and Ray client server."""
     gcs, dashboard, agent, client = free_port(), free_port(), free_port(), free_port()
@@ -56,11 +56,10 @@ def head():
                                         capture_output=True).returncode == 0, 60, "the job server")
         yield {"dashboard": address, "client": f"ray://127.0.0.1:{client}", "env": env}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # this head only
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        # this head only (its own process group), and nothing of it is kept: no graceful shutdown
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        reap_processes_under(temp)  # workers the raylet started in process groups of their own
         shutil.rmtree(temp, ignore_errors=True)
 
 
