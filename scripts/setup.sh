@@ -31,10 +31,17 @@ if [ "${W2S_INSTALLER:-uv}" = "pip" ]; then
   "$venv"/bin/python -m pip install -q --no-deps -e .
 else
   "$venv"/bin/python -m pip install -q "uv==$UV_VERSION"
-  # --compile-bytecode: uv skips it by default and these machines set PYTHONDONTWRITEBYTECODE, so
-  # without it every process would compile torch/transformers/peft from source again (an actor's
-  # start-up took 2.5x longer: about 14.6 s instead of 6.6 s to import them)
-  "$venv"/bin/uv pip install -q --python "$venv"/bin/python --compile-bytecode "${wheels[@]}" -r "$lock"
+  "$venv"/bin/uv pip install -q --python "$venv"/bin/python "${wheels[@]}" -r "$lock"
+  # Bytecode for what every agent process imports: uv writes none, and where PYTHONDONTWRITEBYTECODE
+  # is set (as on these machines) every process would compile torch/transformers/peft from source
+  # again (importing them took 14.6 s instead of 6.6 s). The rest compiles on first use, if allowed.
+  site="$("$venv"/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  hot=()
+  for pkg in torch transformers peft ray accelerate safetensors tokenizers huggingface_hub numpy yaml fsspec \
+             jinja2 sympy networkx filelock regex packaging tqdm; do
+    [ -d "$site/$pkg" ] && hot+=("$site/$pkg")
+  done
+  "$venv"/bin/python -m compileall -q -j 0 "${hot[@]}" > /dev/null
   "$venv"/bin/uv pip install -q --python "$venv"/bin/python --no-deps -e .
 fi
 echo "ready: $venv ($("$venv"/bin/python -c 'import torch; print("torch", torch.__version__)'))"
