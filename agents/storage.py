@@ -136,16 +136,49 @@ def download(uri: str, local_dir: str, skip: tuple[str, ...] = ()) -> str:
         relative = remote[len(root):].strip("/")
         if relative.startswith(skip):
             continue
-        target = os.path.join(local_dir, *relative.split("/"))
+        target = inside(local_dir, relative, what=f"object {remote!r} under {uri}")
         os.makedirs(os.path.dirname(target), exist_ok=True)
         fs.get_file(remote, target)
     return local_dir
 
 
+def inside(base: str, relative: str, what: str) -> str:
+    """`base`/`relative` as a local path, refused (StorageError) unless it stays inside `base`: an
+    object or config value named `../../x` must never write or read outside a run directory."""
+    base_real = os.path.realpath(base)
+    target = os.path.realpath(os.path.join(base_real, *relative.split("/")))
+    if os.path.isabs(relative) or os.path.commonpath([base_real, target]) != base_real or target == base_real:
+        raise StorageError(f"{what}: the path {relative!r} leads outside {base}; refused")
+    return target
+
+
 def remove(uri: str) -> None:
+    """Delete exactly the files under `uri` (and then its folders), never a pattern: `fs.rm` expands
+    `[`, `]`, `*`, `?` as globs, so `runs/exp[1]/round_0` would delete `runs/exp1/round_0` instead."""
+    if is_local(uri):
+        import shutil
+
+        target = local_path(uri)
+        if os.path.isdir(target) and not os.path.islink(target):
+            shutil.rmtree(target)
+        elif os.path.lexists(target):
+            os.remove(target)
+        return
     fs, path = filesystem(uri)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
+    root = path.rstrip("/")
+    if not fs.exists(root):
+        return
+    if fs.isfile(root):
+        fs.rm_file(root)
+        return
+    for obj in fs.find(root):  # find lists what is there; it never expands patterns
+        fs.rm_file(obj)
+    for folder in sorted(fs.find(root, withdirs=True), key=len, reverse=True) + [root]:
+        try:  # object stores have no folders left by now; pseudo-folders (memory://) go one by one
+            if fs.isdir(folder):
+                fs.rmdir(folder)
+        except (OSError, NotImplementedError):
+            pass
 
 
 def listdir(uri: str) -> list[str]:

@@ -27,6 +27,7 @@ project's venv, e.g. `python benchmarks/teacher_scaling.py`.
 | `time_to_result.py` | the default run from command to summary: start-up, model loading, set-up, rounds, shutdown |
 | `peer_trl.py` | the plain Agent's DPO step and generation against TRL's `DPOTrainer` and plain `generate`: tokens/s, peak memory (needs `pip install '.[bench]'`) |
 | `actor_overhead.py` | generate / train through `AgentActor` vs the plain `Agent` in-process; tokens/s |
+| `ci_speed.py` | `scripts/setup.sh` (and `--dev`) and `.ci/run` from fresh clones with empty caches, cold and warm model cache: seconds, pytest's closing line and slowest tests |
 | `gpu_check.py` | the plain `Agent` (no Ray) on a CUDA GPU in bf16: log-probs against CPU float32, generation, a DPO and a MACPO step, tokens/s |
 """
 
@@ -187,6 +188,27 @@ def section_overhead(data: dict) -> list[str]:
     return lines + [""]
 
 
+def section_ci_speed(data: dict) -> list[str]:
+    """Install and CI seconds per measured commit (label), with the tests and asserts counted."""
+    runs = data["runs"]
+    lines = ["## Install and CI speed", "", machine_line(next(iter(runs.values()))), "",
+             "`python benchmarks/ci_speed.py setup|ci [--ref REF --label L]`: fresh clones, empty installer caches; "
+             "`ci` runs `.ci/run` twice in one clone, first with an empty model cache (cold), then warm.", "",
+             "| label | commit | `setup.sh` s | `setup.sh --dev` s | CI cold s | CI warm s | pytest (warm) | test functions | asserts |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for label, r in runs.items():
+        def get(key: str) -> str:
+            return f"{r[key]:.0f}" if isinstance(r.get(key), (int, float)) else "-"
+        closing = (r.get("ci_warm") or {}).get("closing_line") or "-"
+        lines.append(f"| {label} | `{r['commit']}` | {get('setup_s')} | {get('setup_dev_s')} | {get('ci_cold_s')} | "
+                     f"{get('ci_warm_s')} | {closing} | {r.get('test_functions', '-')} | {r.get('assert_statements', '-')} |")
+    for label, r in runs.items():
+        slowest = (r.get("ci_warm") or {}).get("slowest")
+        if slowest:
+            lines += ["", f"Slowest tests, {label} (warm CI, durations under 2 pytest workers):", "", "```", *slowest, "```"]
+    return lines + [""]
+
+
 def section_gpu(checks: list[dict]) -> list[str]:
     """The plain Agent on a GPU: agreement with CPU float32 and throughput, one row per model size."""
     lines = ["## GPU check (plain Agent, bf16 on CUDA)", "", machine_line(checks[0]), "",
@@ -251,6 +273,8 @@ def main() -> None:
         lines += section_peer(data)
     if (data := load("time_to_result")):
         lines += section_time_to_result(data)
+    if (data := load("ci_speed")):
+        lines += section_ci_speed(data)
     if (checks := [d for d in (load("gpu_check"), load("gpu_check_large")) if d]):
         lines += section_gpu(checks)
     else:

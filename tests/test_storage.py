@@ -144,3 +144,38 @@ def test_a_run_on_s3_is_interrupted_and_resumed_from_its_uri(s3, tmp_path, cache
             model = PeftModel.from_pretrained(base, str(adapter))
             assert any("lora_" in n for n, _ in model.named_parameters())
     shutil.rmtree(local)
+
+
+def test_a_download_never_writes_outside_its_folder(tmp_path):
+    """An object named `run/../../x` under the run prefix is refused, not written outside the staging folder."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe_file("/traversal/run/ok.json", b"{}")
+    fs.pipe_file("/traversal/run/../../../../evil.txt", b"x")
+    staging = tmp_path / "deep" / "er" / "staging"
+    staging.mkdir(parents=True)
+    with pytest.raises(storage.StorageError, match=r"evil.txt.*leads outside .*refused"):
+        storage.download("memory://traversal/run", str(staging))
+    assert not list(tmp_path.rglob("evil.txt"))
+    fs.rm("/traversal", recursive=True)
+
+
+def test_remove_deletes_exactly_its_own_objects_never_a_pattern(tmp_path):
+    """`exp[1]` is a name, not a glob: removing its round leaves `exp1` alone and leaves nothing of its own."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for path in ("/glob/exp1/checkpoints/round_0/a.json", "/glob/exp[1]/checkpoints/round_0/b.json",
+                 "/glob/exp[1]/checkpoints/round_0/sub/c.json", "/glob/exp[1]/checkpoints/round_1/d.json"):
+        fs.pipe_file(path, b"1")
+    storage.remove("memory://glob/exp[1]/checkpoints/round_0")
+    assert sorted(fs.find("/glob")) == ["/glob/exp1/checkpoints/round_0/a.json", "/glob/exp[1]/checkpoints/round_1/d.json"]
+    assert storage.listdir("memory://glob/exp[1]/checkpoints") == ["round_1"]
+    local = tmp_path / "exp[1]" / "round_0"
+    (local / "sub").mkdir(parents=True)
+    (local / "sub" / "x").write_text("1")
+    (tmp_path / "exp1").mkdir()
+    storage.remove(str(local))
+    assert not local.exists() and (tmp_path / "exp1").exists()
+    fs.rm("/glob", recursive=True)
