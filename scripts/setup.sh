@@ -41,7 +41,8 @@ else
              jinja2 sympy networkx filelock regex packaging tqdm; do
     [ -d "$site/$pkg" ] && hot+=("$site/$pkg")
   done
-  "$venv"/bin/python -m compileall -q -j 0 "${hot[@]}" > /dev/null
+  # (a few files in them are templates, not Python 3.11 source: compileall reports them and goes on)
+  "$venv"/bin/python -m compileall -qq -j 0 "${hot[@]}" || true
   "$venv"/bin/uv pip install -q --python "$venv"/bin/python --no-deps -e .
 fi
 echo "ready: $venv ($("$venv"/bin/python -c 'import torch; print("torch", torch.__version__)'))"
