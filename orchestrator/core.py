@@ -66,7 +66,8 @@ class OrchestratorCore:
         self.baselines: dict[str, dict] = {}
         self.current_stage: str | None = None
         self.stage_progress: dict[str, Any] = {"stage": None, "done": 0, "total": 0, "count": 0}
-        self.stage_lines: list[tuple[int, str]] = []  # (stage count, one line) of the last finished stages
+        self.stage_lines: list[tuple[int, str]] = []  # (finish number, one line) of the last finished stages
+        self.stages_finished = 0
         self._lock = threading.Lock()  # stage bookkeeping: a background stage may finish beside another
         self._running: list[str] = []  # stages in flight (two while one runs in the background)
         self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage")
@@ -164,7 +165,11 @@ class OrchestratorCore:
         log.debug(line)  # the driver prints it (ProgressPrinter), once, also into `ray job logs`
         metrics = {a: r for a, r in result.results.items() if isinstance(r, dict) and "steps" in r}
         with self._lock:
-            self.stage_lines = (self.stage_lines + [(count, line)])[-STAGE_LINES_KEPT:]
+            # numbered in the order stages finish, not start: a background stage (the teachers' SFT)
+            # that ends after a later-started one must still be a new line for a client that has
+            # printed up to that one (numbered by start, it was skipped as already seen)
+            self.stages_finished += 1
+            self.stage_lines = (self.stage_lines + [(self.stages_finished, line)])[-STAGE_LINES_KEPT:]
             self._tracked().log_stage(name, self.stage_round, result.wall_s, metrics)
             self.run_dir.log("stage", stage=name, round=self.stage_round, started=round(started, 3),
                              wall_s=round(result.wall_s, 4), actor_s={a: round(s, 4) for a, s in result.actor_s.items()},

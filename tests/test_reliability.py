@@ -95,3 +95,34 @@ def test_a_model_that_cannot_load_is_bad_input_exit_2(tmp_path, cache_dir):
     assert proc.returncode == 2, out[-2000:]
     errors = [line for line in out.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "agent student could not start" in errors[0] and "no-such-org/no-such-model" in errors[0]
+
+
+def test_a_background_stage_that_ends_last_is_still_printed(tmp_path, capsys):
+    """The teachers' SFT runs in the background and may end after stages started later: its line
+    must still reach a client that already printed those (stage lines are numbered as they finish)."""
+    from concurrent.futures import Future
+
+    from orchestrator.api import ProgressPrinter
+    from orchestrator.core import OrchestratorCore
+    from orchestrator.pool import Call, StageResult
+
+    core = OrchestratorCore(load_config(None, [*TINY, f"output_dir={tmp_path / 'run'}"]))
+    release = threading.Event()
+
+    def fake_stage(name, work, timeout_s=None):
+        if name == "background":
+            release.wait(10)
+        return StageResult(results={a: {} for a in work}, actor_s={a: 0.0 for a in work}, wall_s=0.0,
+                           actor_cpu_s={a: 0.0 for a in work})
+
+    core.pool.stage = fake_stage
+    printer = ProgressPrinter(show=True, bars=False)
+    late: Future = core.stage_async("background", {"teacher_0": Call("info")})
+    core.stage("foreground", {"student": Call("info")})
+    printer.update(core.progress())  # the client prints the foreground stage
+    release.set()
+    late.result(timeout=10)
+    printer.update(core.progress())  # ... and then the background one, finished last
+    printed = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("stage ")]
+    assert printed == ["foreground", "background"]
+    core._background.shutdown()
