@@ -9,9 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 uv=".venv/bin/uv"
 [ -x "$uv" ] || uv="$(command -v uv)" || { echo "lock.sh: no uv (pip install uv)" >&2; exit 2; }
-links=()
-[ -d /opt/wheels ] && links=(--find-links /opt/wheels)
-[ -d /opt/wheels ] || links+=(--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
+if [ -d /opt/wheels ]; then
+  links=(--find-links /opt/wheels)
+else
+  links=(--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
+fi
 common=(--python-version 3.11 --python-platform x86_64-manylinux_2_28 "${links[@]}"
         -c requirements/torch-cpu.txt --no-header --no-emit-index-url --no-emit-find-links "$@")
 "$uv" pip compile pyproject.toml "${common[@]}" -o requirements/runtime.lock

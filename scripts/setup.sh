@@ -4,8 +4,8 @@
 #   bash scripts/setup.sh --dev    # + test dependencies (requirements/dev.lock)
 # The locks pin PyTorch's CPU build (torch==2.13.0+cpu). On a GPU machine install your CUDA build of
 # torch into .venv first and set TORCH_SPEC=skip: the lock is then installed without its torch line.
-# The installer is uv (pinned below; about 20x faster than pip here). W2S_INSTALLER=pip uses plain pip
-# with the same lock instead (a few minutes). W2S_VENV names another venv folder (CI uses .ci/venv).
+# The installer is uv (pinned below; benchmarks/ci_speed.py measures it against pip). W2S_INSTALLER=pip
+# uses plain pip with the same lock instead. W2S_VENV names another venv folder (CI uses .ci/venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UV_VERSION=0.13.9
