@@ -96,13 +96,14 @@ class _AgentHost(_Host):
     """Holds one Agent (a teacher or the student)."""
 
     def __init__(self, name: str, spec: dict, cache_dir: str | None = None, num_threads: int = 1, seed: int = 0,
-                 storage_options: dict | None = None, nice: int = 0, scheduler: str = "normal"):
+                 storage_options: dict | None = None, nice: int = 0, scheduler: str = "normal", max_new_tokens: int = 0):
         self.name = name
         lower_priority(nice, scheduler)  # on a shared node the critical-path agent keeps its core
         storage.configure(storage_options)  # this actor writes its own checkpoints to the run's storage
         from agents.agent import Agent  # here, not at import: the orchestrator's process never loads torch
 
-        self.agent = self.target = Agent(name, spec, cache_dir=cache_dir, num_threads=num_threads, seed=seed)
+        self.agent = self.target = Agent(name, spec, cache_dir=cache_dir, num_threads=num_threads, seed=seed,
+                                         max_new_tokens=max_new_tokens)
 
     def info(self) -> dict:
         import torch
@@ -138,7 +139,7 @@ class _RewardModelHost(_Host):
     """Holds the run's reward model; evaluation sends it every agent's test answers at once."""
 
     def __init__(self, name: str, spec: dict, cache_dir: str | None = None, num_threads: int = 1, seed: int = 0,
-                 storage_options: dict | None = None, nice: int = 0, scheduler: str = "normal"):
+                 storage_options: dict | None = None, nice: int = 0, scheduler: str = "normal", max_new_tokens: int = 0):
         self.name = name
         lower_priority(nice, scheduler)
         from agents.reward_model import RewardModel

@@ -28,10 +28,11 @@ import torch
 from agents import storage
 from agents.config import REFERENCES, ModelSpec, SamplingConfig, TrainConfig
 from agents.generation import make_backend
+from agents.gpu_layout import prompt_budget
 from agents.templates import apply_template
 from agents.errors import AgentError
 from agents.objectives import Objective, get_objective
-from losses import token_logps
+from agents.scoring import HeadProbe, chunked_label_logps, token_budget_batches
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +86,12 @@ class Agent:
     """A teacher or the student: base model + named LoRA adapters (`default`, `negative`, ...)."""
 
     def __init__(self, name: str, spec: ModelSpec | dict, cache_dir: str | None = None, num_threads: int | None = None,
-                 seed: int = 0):
+                 seed: int = 0, max_new_tokens: int = 0):
         """`seed` is the run's seed: with the agent's name it seeds the LoRA initialisation and the
         order of training batches. Which base is loaded is the spec's business (`spec.seed` picks a
-        `tiny:` base), so a seed sweep varies a run, not the models it starts from."""
+        `tiny:` base), so a seed sweep varies a run, not the models it starts from.
+        `max_new_tokens`: the longest answer any generation will ask for (0: half of `max_length`);
+        a vLLM engine's context is built to hold it after the longest kept prompt."""
         from peft import LoraConfig as PeftLoraConfig
         from peft import get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -134,9 +137,10 @@ class Agent:
             base = base.to(self.device)
         self.model = get_peft_model(base, self.lora_config, adapter_name="default")
         self.model.eval()
-        self.backend = make_backend(self.spec.backend, self.model_path, self.spec)
+        self.backend = make_backend(self.spec.backend, self.model_path, self.spec, max_new_tokens)
         self._train_calls: dict[str, int] = {}  # per adapter: seeds each call's batch order
-        self.stats: dict[str, int] = {"truncated_prompts": 0, "nan_batches": 0}
+        self._head_probe = HeadProbe()
+        self.stats: dict[str, int] = {"truncated_prompts": 0, "truncated_generation_prompts": 0, "nan_batches": 0}
 
     # ------------------------------------------------------------------ adapters
     @property
@@ -188,6 +192,17 @@ class Agent:
             ids = [self.tokenizer.bos_token_id] + ids
         return ids
 
+    def generation_prompt_ids(self, text: str, max_new_tokens: int) -> list[int]:
+        """A templated prompt's ids as generation feeds them: cut from the left to what training
+        keeps of a prompt before an answer of `max_new_tokens` (agents.gpu_layout.prompt_budget),
+        on every backend, so no prompt overflows an engine's context; cuts are counted."""
+        ids = self.encode_prompt(text)
+        budget = prompt_budget(self.spec.max_length, max_new_tokens)
+        if len(ids) > budget:
+            self.stats["truncated_generation_prompts"] += 1
+            ids = ids[-budget:]
+        return ids
+
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Raw token ids of texts (no special tokens): compares tokenizers across agents (WSPO)."""
         return [self.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
@@ -209,9 +224,9 @@ class Agent:
             r = r[: limit - len(p)]
         return p, r
 
-    def _response_logits(self, encoded: Sequence[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Logits predicting each response token, the tokens and their mask, left-aligned:
-        ([B, R, V], [B, R], [B, R]); prompt and padding positions are cut away."""
+    def _pack(self, encoded: Sequence[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, ...]:
+        """Right-padded ids and attention mask [B, T], and each response token's position and mask
+        [B, R] (left-aligned), on the agent's device."""
         pad = self.tokenizer.pad_token_id
         width = max(len(p) + len(r) for p, r in encoded)
         resp_width = max(len(r) for _, r in encoded)
@@ -224,22 +239,41 @@ class Agent:
             attn[i, : len(p) + len(r)] = 1
             pos[i, : len(r)] = torch.arange(len(p), len(p) + len(r))
             mask[i, : len(r)] = True
-        ids, attn, pos, mask = (t.to(self.device) for t in (ids, attn, pos, mask))
+        return tuple(t.to(self.device) for t in (ids, attn, pos, mask))
+
+    def _response_logits(self, encoded: Sequence[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits predicting each response token, the tokens and their mask, left-aligned:
+        ([B, R, V], [B, R], [B, R]); prompt and padding positions are cut away. Training's path
+        (batches of a few sequences, with gradients); scoring uses `_scored_token_logps`."""
+        ids, attn, pos, mask = self._pack(encoded)
         logits = self.model(input_ids=ids, attention_mask=attn).logits
         # response token at position k is predicted by the logits at k - 1
         pred = logits.gather(1, (pos - 1).clamp(min=0).unsqueeze(-1).expand(-1, -1, logits.size(-1)))
         return pred, ids.gather(1, pos), mask
 
-    def _response_token_logps(self, encoded: Sequence[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-token log-probs of the response tokens, left-aligned: ([B, R], mask [B, R])."""
-        pred, labels, mask = self._response_logits(encoded)
-        return token_logps(pred, labels) * mask, mask
+    def _scored_token_logps(self, encoded: Sequence[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probs of the response tokens, left-aligned ([B, R] float32, mask [B, R]),
+        without gradients and without ever holding [B, T, V] logits in float32 (agents.scoring):
+        the LM head runs on the response positions only, a chunk of tokens at a time."""
+        ids, attn, pos, mask = self._pack(encoded)
+        labels = ids.gather(1, pos)[mask]
+        before = (pos - 1).clamp(min=0).unsqueeze(-1)  # response token k is predicted at k - 1
+        parts = self._head_probe.decoder_and_head(self.model)
+        if parts is not None:
+            decoder, head = parts
+            hidden = decoder(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
+            flat = chunked_label_logps(hidden.gather(1, before.expand(-1, -1, hidden.size(-1)))[mask], labels, head)
+        else:  # logits are not plain head(hidden) for this model: its own forward, reduced a chunk at a time
+            logits = self.model(input_ids=ids, attention_mask=attn, use_cache=False).logits
+            flat = chunked_label_logps(logits.gather(1, before.expand(-1, -1, logits.size(-1)))[mask], labels, lambda x: x)
+        out = torch.zeros(mask.shape, dtype=torch.float32, device=flat.device)
+        out[mask] = flat
+        return out, mask
 
-    def _batched(self, items: Sequence[Any], batch_size: int) -> Iterable[list[int]]:
-        """Index batches sorted by length, so padding stays small."""
-        order = sorted(range(len(items)), key=lambda i: len(items[i][0]) + len(items[i][1]))
-        for start in range(0, len(order), batch_size):
-            yield order[start : start + batch_size]
+    def _score_batches(self, encoded: Sequence[tuple[list[int], list[int]]], batch_size: int) -> list[list[int]]:
+        """Index batches sorted by length, at most `batch_size` rows and `spec.score_token_budget`
+        padded tokens each, so padding stays small and memory bounded."""
+        return token_budget_batches([len(p) + len(r) for p, r in encoded], batch_size, self.spec.score_token_budget)
 
     # ------------------------------------------------------------------ inference
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig | dict | None = None, adapter: str | None = None) -> list[str]:
@@ -256,11 +290,12 @@ class Agent:
         if len(prompts) != len(responses):
             raise AgentError(f"{len(prompts)} prompts but {len(responses)} responses")
         encoded = [self._encode(p, r) for p, r in zip(prompts, responses)]
+        self.backend.release()
         sums = [0.0] * len(encoded)
         counts = [0] * len(encoded)
         with torch.no_grad(), self._scoring_context(adapter):
-            for idx in self._batched(encoded, batch_size):
-                logps, mask = self._response_token_logps([encoded[i] for i in idx])
+            for idx in self._score_batches(encoded, batch_size):
+                logps, mask = self._scored_token_logps([encoded[i] for i in idx])
                 for row, i in enumerate(idx):
                     sums[i] = float(logps[row].sum())
                     counts[i] = int(mask[row].sum())
@@ -274,10 +309,11 @@ class Agent:
                        batch_size: int = 64) -> list[list[float]]:
         """Per-token log-probs of each response (WSPO ships these from weak to strong)."""
         encoded = [self._encode(p, r) for p, r in zip(prompts, responses)]
+        self.backend.release()
         out: list[list[float]] = [[] for _ in encoded]
         with torch.no_grad(), self._scoring_context(adapter):
-            for idx in self._batched(encoded, batch_size):
-                logps, mask = self._response_token_logps([encoded[i] for i in idx])
+            for idx in self._score_batches(encoded, batch_size):
+                logps, mask = self._scored_token_logps([encoded[i] for i in idx])
                 for row, i in enumerate(idx):
                     out[i] = logps[row][mask[row]].tolist()
         return out
@@ -312,6 +348,7 @@ class Agent:
         if init_from is not None:
             self.copy_adapter(init_from, adapter)
         self._check_adapter(adapter)
+        self.backend.release()  # a vLLM engine on the same GPUs sleeps while transformers trains
         start = time.perf_counter()
         batches = self._prepare(examples, spec, cfg, adapter)
         self._train_calls[adapter] = self._train_calls.get(adapter, 0) + 1

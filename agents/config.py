@@ -48,10 +48,16 @@ class ModelSpec:
     device: str = "auto"  # auto | cpu | cuda
     device_map: str | None = None  # e.g. "auto" to shard a model too big for one GPU over the actor's GPUs
     trust_remote_code: bool = False  # run the model repository's own code (off: only transformers' classes)
-    max_length: int = 1024  # prompt + response tokens fed to training / scoring
+    max_length: int = 1024  # prompt + response tokens fed to training / scoring; generation keeps the prompt in it too
+    # padded tokens per scoring forward pass (perplexity, log-probs): long sequences split a batch
+    # that short ones share, so scoring memory is bounded by this budget, not by the row count
+    score_token_budget: int = 16384
     seed: int = 0  # which `tiny:` base (one per preset and seed); the run's `seed` seeds LoRA init
     backend: str = "hf"  # generation backend: hf | vllm
     vllm_gpu_memory_utilization: float = 0.3  # share of the actor's GPU memory the vLLM engine may take
+    # put the engine to sleep (weights to CPU, KV cache freed) while the agent trains and scores with
+    # transformers on the same GPUs; it wakes for the next generation
+    vllm_sleep: bool = True
     lora: LoraConfig = field(default_factory=LoraConfig)  # the shape of every adapter of this agent
 
 
@@ -125,6 +131,7 @@ def validate_source(key: str, name: str, template: str, dtype: str, max_length: 
 def validate_model_spec(spec: ModelSpec, key: str) -> None:
     validate_source(key, spec.name_or_path, spec.template, spec.dtype, spec.max_length)
     _check(spec.backend in BACKENDS, f"{key}.backend", spec.backend, f"choose one of {BACKENDS}")
+    _check(spec.score_token_budget >= 1, f"{key}.score_token_budget", spec.score_token_budget, "must be >= 1")
     _check(spec.lora.r >= 1, f"{key}.lora.r", spec.lora.r, "must be >= 1")
     _check(bool(spec.lora.target_modules), f"{key}.lora.target_modules", spec.lora.target_modules, "must not be empty")
     name = spec.name_or_path

@@ -108,7 +108,9 @@ class WspoConfig:
 class ActorResources:
     num_cpus: float = 0.5  # Ray scheduling share (each actor runs `resources.torch_threads` threads)
     num_gpus: float = 0.0  # GPUs reserved for the actor (fractions share one GPU)
-    gpu_memory_gib: float = 80.0  # memory of each of those GPUs: the budget of the memory preflight
+    # memory of each of those GPUs, the budget of the memory preflight (0: read from the GPU the
+    # starting machine shows; 80 where it shows none, and the preflight says it assumed so)
+    gpu_memory_gib: float = 0.0
     # custom node resources the actor needs, to pin a role to nodes started with them
     # (`ray start --resources='{"student_node": 1}'` and here {student_node: 1})
     custom: dict = field(default_factory=dict)
@@ -335,11 +337,29 @@ _ROLE_STAGES = {
 _PAIR_STAGES = {"student_macpo", "teacher_macpo", "student_dpo", "weak_dpo"}
 
 
+def max_new_tokens(config: RunConfig) -> int:
+    """The longest answer any generation of the run asks for: what an engine's context must hold."""
+    return max(config.sampling.max_new_tokens, config.eval_sampling.max_new_tokens)
+
+
+def gpu_gib(resources: ActorResources) -> tuple[float, bool]:
+    """(GiB of each of the role's GPUs, whether that is an assumption): `gpu_memory_gib`, else the
+    GPU this machine shows, else 80."""
+    from agents.gpu_layout import visible_gpu_gib
+
+    if resources.gpu_memory_gib > 0:
+        return resources.gpu_memory_gib, False
+    seen = visible_gpu_gib()
+    return (seen, False) if seen else (80.0, True)
+
+
 def check_gpu_memory(config: RunConfig) -> list[str]:
-    """Refuse, naming the agent, a GPU layout whose weights for training plus the vLLM engine's share
-    cannot fit (agents.gpu_layout's estimate from each model's config.json); return the agents
-    whose config.json could not be read (their check was skipped)."""
-    from agents.gpu_layout import ModelShape, estimate_memory, read_model_config
+    """Refuse, naming the agent, a GPU layout that cannot work: training weights plus the larger of
+    a training micro-batch and a scoring pass, plus (or, with `vllm_sleep`, instead of) the vLLM
+    engine's share, over the GPU's memory (agents.gpu_layout's estimate from each model's
+    config.json), or a vLLM engine that cannot start in the agent's bundle. Returns the agents whose
+    config.json could not be read (their check was skipped) and notes an assumed GPU size."""
+    from agents.gpu_layout import ModelShape, engine_placement_problem, estimate_memory, read_model_config, vllm_engine_args
 
     skipped = []
     stages = _ROLE_STAGES.get(config.algorithm, {})
@@ -353,15 +373,25 @@ def check_gpu_memory(config: RunConfig) -> list[str]:
         if model_config is None:
             skipped.append(key)
             continue
+        shape = ModelShape.from_config(model_config)
+        if spec.backend == "vllm":
+            try:
+                problem = engine_placement_problem(
+                    vllm_engine_args(spec.name_or_path, spec, resources.num_gpus, max_new_tokens(config)),
+                    resources.num_gpus, shape)
+            except ValueError as exc:
+                problem = str(exc)
+            if problem:
+                raise ConfigError(f"{key}: vLLM engine of {spec.name_or_path} on resources.{role}: {problem}")
         sequences = max((getattr(config.train, s).batch_size * (2 if s in _PAIR_STAGES else 1)
                          for s in stages.get(role, ())), default=1)
-        estimate = estimate_memory(ModelShape.from_config(model_config), spec, resources.num_gpus,
-                                   resources.gpu_memory_gib, sequences)
+        size, assumed = gpu_gib(resources)
+        estimate = estimate_memory(shape, spec, resources.num_gpus, size, sequences)
         if (problem := estimate.problem()):
             raise ConfigError(
-                f"{key}: {spec.name_or_path} on {resources.num_gpus:g} x {resources.gpu_memory_gib:g} GiB GPUs "
-                f"(resources.{role}) {problem}; give it more GPUs, a smaller train batch_size with grad_accum, "
-                f"or a smaller vllm_gpu_memory_utilization")
+                f"{key}: {spec.name_or_path} on {resources.num_gpus:g} x {size:g} GiB GPUs "
+                f"(resources.{role}{'; GPU size assumed, none visible here' if assumed else ''}) {problem}; give it more GPUs, a smaller train batch_size with grad_accum, "
+                f"a smaller score_token_budget or a smaller vllm_gpu_memory_utilization")
     return skipped
 
 

@@ -24,7 +24,7 @@ from agents.config import ModelSpec
 from orchestrator import calls
 from orchestrator.algorithms import STUDENT, make_algorithm
 from orchestrator.calls import Call
-from orchestrator.config import RunConfig, config_from_dict, model_spec
+from orchestrator.config import RunConfig, config_from_dict, max_new_tokens, model_spec
 from orchestrator.evaluation import evaluate
 from orchestrator.plots import plot_rewards
 from orchestrator.pool import AgentPool, StageResult
@@ -56,7 +56,7 @@ class OrchestratorCore:
             run_id=self.run_id, namespace=config.ray.namespace, cache_dir=config.cache_dir,
             torch_threads=res.torch_threads, stage_timeout_s=config.ray.stage_timeout_s,
             max_failures=config.ray.max_failures, progress=self._on_progress, seed=config.seed,
-            storage_options=config.storage_options,
+            storage_options=config.storage_options, max_new_tokens=max_new_tokens(config),
         )
         self.task: TaskData | None = None
         self.teacher_specs: dict[str, ModelSpec] = {}

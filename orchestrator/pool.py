@@ -51,8 +51,9 @@ class AgentPool:
 
     def __init__(self, run_id: str, namespace: str, cache_dir: str | None, torch_threads: int,
                  stage_timeout_s: float, max_failures: int, progress: Callable[[str, int], Any] | None = None,
-                 seed: int = 0, storage_options: dict | None = None):
+                 seed: int = 0, storage_options: dict | None = None, max_new_tokens: int = 0):
         self.run_id = run_id
+        self.max_new_tokens = max_new_tokens  # the longest answer the run asks for (sizes a vLLM engine's context)
         self.storage_options = dict(storage_options or {})  # each actor writes its checkpoints with these
         self.seed = seed  # the run's seed, handed to every agent (LoRA init, batch order)
         self.namespace = namespace
@@ -86,7 +87,7 @@ class AgentPool:
         return actor_class.options(**options).remote(name, spec, self.cache_dir,
                                                       resources.get("torch_threads") or self.torch_threads, self.seed,
                                                       self.storage_options, resources.get("nice", 0),
-                                                      resources.get("scheduler", "normal"))
+                                                      resources.get("scheduler", "normal"), self.max_new_tokens)
 
     def names(self) -> list[str]:
         return list(self.handles)
