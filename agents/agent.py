@@ -21,7 +21,7 @@ import time
 import warnings
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Sequence
 
 import torch
 

@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from agents.config import LoraConfig, ModelSpec
-from agents.gpu_layout import ModelShape, vllm_engine_args, vllm_lora_rank
+from agents.gpu_layout import ModelShape, vllm_lora_rank
 from orchestrator.config import ConfigError, check_gpu_memory, load_config
 
 # config.json fields of the paper's models (public model cards)
