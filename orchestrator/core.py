@@ -218,7 +218,7 @@ class OrchestratorCore:
 
     def evaluate_baselines(self, jobs: dict[str, tuple[str, str]]) -> None:
         """Evaluate baseline adapters as soon as they are final and keep them with the run."""
-        results = self.evaluate(agents=[], extra=jobs)
+        results = self.evaluate(agents=[], extra=jobs, round_index=None)
         with self._lock:
             self.baselines.update(results)
 
@@ -231,6 +231,12 @@ class OrchestratorCore:
         for agent, path in targets.items():
             self.pool.restore_dirs[agent] = path
 
+    def _log_agent_stats(self, index: int) -> None:
+        """Each agent's running counts (prompts cut to fit training or generation, non-finite
+        batches skipped) into metrics.jsonl `agent_stats`, once per round."""
+        infos = self.pool.stage("agent_stats", {a: calls.info() for a in self.agents}).results
+        self.run_dir.log("agent_stats", round=index, agents={a: info.get("stats", {}) for a, info in infos.items()})
+
     def _log_placement(self, infos: dict[str, dict]) -> None:
         """Which node each actor runs on, with its niceness and torch threads (metrics.jsonl
         `placement`): where to look when one is slow."""
@@ -241,11 +247,13 @@ class OrchestratorCore:
                               for name, info in infos.items() if "nice" in info})
 
     # ------------------------------------------------------------ evaluation
-    def evaluate(self, agents: list[str] | None = None, extra: dict[str, tuple[str, str]] | None = None) -> dict[str, dict]:
-        """Score agents (default: all) and `extra` label -> (agent, adapter) on the test split."""
+    def evaluate(self, agents: list[str] | None = None, extra: dict[str, tuple[str, str]] | None = None,
+                 round_index: int | None = None) -> dict[str, dict]:
+        """Score agents (default: all) and `extra` label -> (agent, adapter) on the test split; the
+        samples go to `eval/round_<round_index>/` (None: `eval/baselines/`)."""
         jobs = {a: (a, "default") for a in (agents if agents is not None else self.agents)}
         jobs.update(extra or {})
-        return evaluate(self, jobs)
+        return evaluate(self, jobs, round_index)
 
     def score_answer_sets(self, stage: str, agent: str, method: str, prompts: list[str],
                           answer_sets: list[list[str]]) -> list[list[float]]:
@@ -291,7 +299,8 @@ class OrchestratorCore:
         return self._finish_round(index, time.perf_counter() - start)
 
     def _finish_round(self, index: int, elapsed: float) -> dict:
-        evaluation = self.evaluate(extra=self.algorithm.eval_extra(index))
+        evaluation = self.evaluate(extra=self.algorithm.eval_extra(index), round_index=index)
+        self._log_agent_stats(index)
         for label in list(evaluation):
             if label not in self.agents:
                 self.baselines[label] = evaluation.pop(label)

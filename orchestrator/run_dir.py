@@ -164,6 +164,15 @@ class RunDirectory:
         write_json_atomic(self.local / relative, data)
         self.publish(relative)
 
+    def write_jsonl(self, relative: str, rows: list[dict]) -> None:
+        """A JSON-lines file of the run (an evaluation's samples), atomically, then published."""
+        path = self.local / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        os.replace(tmp, path)
+        self.publish(relative)
+
     def read_json(self, relative: str) -> Any | None:
         """A JSON file written by `write_json` (None when absent)."""
         path = self.local / relative

@@ -12,7 +12,7 @@ from tasks.synthetic import REFUSAL
 from tasks.types import PreferenceExample, TaskData
 
 __all__ = ["REFUSAL", "PreferenceExample", "TaskConfig", "TaskConfigError", "TaskData", "TaskDataError",
-           "gold_responses", "load_task", "score_responses"]
+           "gold_responses", "load_task", "sample_rewards", "score_responses"]
 
 
 def load_task(cfg: TaskConfig, seed: int) -> TaskData:
@@ -37,6 +37,15 @@ def score_responses(task_name: str, prompts: Sequence[str], responses: Sequence[
     from tasks.synthetic import evaluate_responses
 
     return evaluate_responses(prompts, responses)
+
+
+def sample_rewards(task_name: str, prompts: Sequence[str], responses: Sequence[str]) -> list[float] | None:
+    """The rule reward of each answer (synthetic task); None for real tasks."""
+    if task_name != "synthetic":
+        return None
+    from tasks.synthetic import score
+
+    return [score(p, r).reward for p, r in zip(prompts, responses)]
 
 
 def gold_responses(task_name: str, prompts: Sequence[str]) -> list[str]:

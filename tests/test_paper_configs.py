@@ -71,6 +71,11 @@ def test_paper_config_runs_end_to_end_with_standins(name, standins, ray_cluster,
             metrics = record["eval"][agent]
             assert {"rm_score", "rm_win_rate", "safety_score", "safety_win_rate", "preference_accuracy"} <= set(metrics)
             assert metrics["reward"] == metrics["rm_score"]
+            # the answers themselves, for judges run after the run (AlpacaEval, Arena-Hard, MT-Bench)
+            path = tmp_path / "run" / "eval" / f"round_{record['round']}" / f"{agent}.jsonl"
+            rows = [json.loads(line) for line in path.read_text().splitlines()]
+            assert len(rows) == 4 and all({"prompt", "answer", "reference", "rm_score", "safety_score"} <= set(r) for r in rows)
+            assert sum(r["rm_score"] for r in rows) / 4 == pytest.approx(metrics["rm_score"])
     events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     stages = {e["stage"] for e in events if e.get("event") == "stage"}
     assert set(PAPER[name][3]) <= stages, set(PAPER[name][3]) - stages

@@ -27,3 +27,10 @@ def test_default_run_reproduces_the_published_reference(ray_cluster, tmp_path):
     difference, problems = max_difference(reference, summary)
     assert not problems and difference <= TOLERANCE, (difference, problems)
     assert [r["round"] for r in summary["rounds"]] == [r["round"] for r in reference["rounds"]]
+    # every evaluation kept its samples: the answers and per-answer rewards the headline is the mean of
+    for record in summary["rounds"]:
+        for agent, metrics in record["eval"].items():
+            lines = (tmp_path / "run" / "eval" / f"round_{record['round']}" / f"{agent}.jsonl").read_text().splitlines()
+            rows = [json.loads(line) for line in lines]
+            assert len(rows) == metrics["n"] and all(r["answer"] is not None and r["reference"] for r in rows)
+            assert round(sum(r["rule_reward"] for r in rows) / len(rows), 4) == metrics["reward"]
