@@ -22,8 +22,9 @@ TEMPLATES: dict[str, str] = {
         "Below is an instruction that describes a task. Write a response that appropriately "
         "completes the request.\n\n### Instruction:\n{prompt}\n\n### Response:\n"
     ),
-    # what judges trained on HH-RLHF read: a Human/Assistant transcript (an HH prompt already is one)
-    "hh": "Human: {prompt}\n\nAssistant:",
+    # what judges trained on HH-RLHF read: a Human/Assistant transcript opening with the dataset's
+    # blank line, as their model cards feed them ("\n\nHuman: {prompt}\n\nAssistant:", then the answer)
+    "hh": "\n\nHuman: {prompt}\n\nAssistant:",
     "qwen": (
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{prompt}<|im_end|>\n"
         "<|im_start|>assistant\n"
@@ -60,7 +61,7 @@ def apply_template(name: str, prompt: str) -> str:
     except KeyError:
         raise ValueError(f"unknown template {name!r}; choose one of {sorted(TEMPLATES)}") from None
     if name == "hh" and transcript_turns(prompt):
-        return prompt
+        return "\n\n" + prompt  # the loaders strip the dataset's leading blank line; the judges were trained with it
     if name in ROLES and (turns := transcript_turns(prompt)):
         prompt = _in_roles(turns, *ROLES[name])
     return template.replace("{prompt}", prompt)

@@ -79,6 +79,21 @@ class AblationConfig:
     teachers_learn: bool = True  # off: teachers stay frozen after initialisation
 
 
+STUDENT_NEGATIVE_SOURCES = ("first_teacher", "round_robin")
+
+
+@dataclass
+class MacpoConfig:
+    """Choices of MACPO's initialisation where the paper leaves room.
+
+    `student_negatives_from`: whose negative agent's answers the student's negative agent is SFT'd
+    on. `first_teacher`: the first teacher's (teachers.specs.0), as the authors' data file
+    hh_weak_neg_5k_help.json holds (it matches the Llama-2-7B teacher's rejected answers on every
+    row checked, none of Mistral's); `round_robin`: the teachers' in turn, one prompt each."""
+
+    student_negatives_from: str = "first_teacher"
+
+
 @dataclass
 class BaselinesConfig:
     strong_ceiling: bool = True  # student SFT on gold labels of Q_w2s (synthetic) / D_w chosen (real)
@@ -191,6 +206,7 @@ class RunConfig:
     safety_model: RewardModelSpec = field(default_factory=RewardModelSpec)
     train: TrainingConfig = field(default_factory=TrainingConfig)  # one TrainConfig per training stage
     ablation: AblationConfig = field(default_factory=AblationConfig)  # MACPO's switches
+    macpo: MacpoConfig = field(default_factory=MacpoConfig)  # MACPO's initialisation choices
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)  # extra adapters evaluated beside the agents
     wspo: WspoConfig = field(default_factory=WspoConfig)  # WSPO's weak pair
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)  # Ray resources per role
@@ -263,6 +279,10 @@ def validate(config: RunConfig) -> None:
     _check(config.eval_size >= 0, "eval_size", config.eval_size, "must be >= 0")
     _check(config.ablation.mutual_positives or config.ablation.hard_negatives, "ablation.hard_negatives", False,
            "with ablation.mutual_positives=false too, every pair would be an answer against itself; keep one of them")
+    _check(config.algorithm != "macpo" or config.task.name == "synthetic" or config.task.labelled_share < 1.0,
+           "task.labelled_share", config.task.labelled_share, "MACPO needs unlabelled prompts (Q_w2s): use a share below 1")
+    _check(config.macpo.student_negatives_from in STUDENT_NEGATIVE_SOURCES, "macpo.student_negatives_from",
+           config.macpo.student_negatives_from, f"choose one of {STUDENT_NEGATIVE_SOURCES}")
     _check(config.teachers.count >= 1, "teachers.count", config.teachers.count, "need at least one teacher")
     _check(bool(config.teachers.specs), "teachers.specs", config.teachers.specs, "list at least one teacher spec")
     try:
@@ -337,6 +357,16 @@ _ROLE_STAGES = {
 _PAIR_STAGES = {"student_macpo", "teacher_macpo", "student_dpo", "weak_dpo"}
 
 
+def role_stages(config: RunConfig, role: str) -> tuple[str, ...]:
+    """The training stages `role` runs in this run (WSPO's SFT stages only where switched on)."""
+    stages = _ROLE_STAGES.get(config.algorithm, {}).get(role, ())
+    if config.algorithm == "wspo":
+        skipped = {"teacher_sft"} if not config.wspo.weak_sft else set()
+        skipped |= {"strong_sft"} if not config.wspo.strong_sft else set()
+        stages = tuple(s for s in stages if s not in skipped)
+    return stages
+
+
 def max_new_tokens(config: RunConfig) -> int:
     """The longest answer any generation of the run asks for: what an engine's context must hold."""
     return max(config.sampling.max_new_tokens, config.eval_sampling.max_new_tokens)
@@ -362,7 +392,6 @@ def check_gpu_memory(config: RunConfig) -> list[str]:
     from agents.gpu_layout import ModelShape, engine_placement_problem, estimate_memory, read_model_config, vllm_engine_args
 
     skipped = []
-    stages = _ROLE_STAGES.get(config.algorithm, {})
     specs = [("student", "student", config.student)] + [
         (f"teachers.specs.{i}", "teacher", s) for i, s in enumerate(config.teachers.specs)]
     for key, role, spec in specs:
@@ -384,7 +413,7 @@ def check_gpu_memory(config: RunConfig) -> list[str]:
             if problem:
                 raise ConfigError(f"{key}: vLLM engine of {spec.name_or_path} on resources.{role}: {problem}")
         sequences = max((getattr(config.train, s).batch_size * (2 if s in _PAIR_STAGES else 1)
-                         for s in stages.get(role, ())), default=1)
+                         for s in role_stages(config, role)), default=1)
         size, assumed = gpu_gib(resources)
         estimate = estimate_memory(shape, spec, resources.num_gpus, size, sequences)
         if (problem := estimate.problem()):

@@ -61,6 +61,9 @@ class TaskConfig:
     n_labelled: int = 256  # D_w size (real data: cap, 0 = half of train)
     n_unlabelled: int = 256  # Q_w2s size (real data: cap, 0 = the other half)
     n_test: int = 200  # real data: cap, 0 = all
+    # real data: share of the shuffled training rows that become D_w (the rest: Q_w2s). MACPO's
+    # paper halves them; WSPO learns from labelled pairs only, and its authors use every row (1.0)
+    labelled_share: float = 0.5
     harmful_fraction: float = 0.25  # synthetic: share of prompts with a trigger word (answer: the refusal)
     # share of benign D_w pairs whose chosen answer is itself a near miss (one letter wrong), against a
     # worse rejected one (two letters wrong): chosen is only *better*, as in real preference data
@@ -104,6 +107,9 @@ class TaskConfig:
             fraction = getattr(self, key)
             if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0.0 <= fraction <= 1.0:
                 bad(key, fraction, "must be in [0, 1]")
+        share = self.labelled_share
+        if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0.0 < share <= 1.0:
+            bad("labelled_share", share, "must be in (0, 1]")
         if self.preference not in ("helpful", "safe"):
             bad("preference", self.preference, "choose helpful or safe")
         if self.on_bad_row not in ("error", "skip"):

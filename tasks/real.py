@@ -383,9 +383,10 @@ def load_real_task(cfg: TaskConfig, seed: int) -> TaskData:
     - test: the hub's (or local directory's) `test_split`; for a single local file, its last 10%
       of usable rows in file order (at least 1), held out before anything is shuffled, so it is the
       same for every seed and a user controls it by ordering the file. Capped by n_test (0 = all).
-    - train: the other rows, shuffled with random.Random(seed) and halved: first half -> D_w
-      (capped by n_labelled, 0 = all), second half -> Q_w2s prompts, each prompt once (capped by
-      n_unlabelled, 0 = all).
+    - train: the other rows, shuffled with random.Random(seed) and split by `labelled_share`
+      (MACPO: halved): the first share -> D_w (capped by n_labelled, 0 = all), the rest -> Q_w2s
+      prompts, each prompt once (capped by n_unlabelled, 0 = all; none when the share is 1, as
+      WSPO needs none).
     Real datasets reuse prompts with different response pairs (HH-RLHF does, within and across its
     splits) and the paper's split keeps them, so prompts shared between splits are counted in
     stats (`overlap`), not removed; only repeats inside Q_w2s are dropped (and counted), since
@@ -408,7 +409,7 @@ def load_real_task(cfg: TaskConfig, seed: int) -> TaskData:
 
     train = list(train)
     random.Random(seed).shuffle(train)
-    half = len(train) // 2
+    half = len(train) if cfg.labelled_share >= 1.0 else int(len(train) * cfg.labelled_share)
     d_w = train[:half][: cfg.n_labelled or None]
     q_w2s, seen = [], set()
     for ex in train[half:]:
@@ -417,7 +418,7 @@ def load_real_task(cfg: TaskConfig, seed: int) -> TaskData:
             q_w2s.append(ex.prompt)
     stats["q_w2s_duplicate_prompts"] = len(train) - half - len(q_w2s)
     q_w2s = q_w2s[: cfg.n_unlabelled or None]
-    if not d_w or not q_w2s:
+    if not d_w or (not q_w2s and cfg.labelled_share < 1.0):
         raise TaskDataError(f"{cfg.path}: {len(train)} usable training rows leave D_w={len(d_w)}, "
                             f"Q_w2s={len(q_w2s)}; both need at least one")
     test_prompts, d_w_prompts, q_prompts = {ex.prompt for ex in test}, {ex.prompt for ex in d_w}, set(q_w2s)

@@ -86,9 +86,19 @@ def _pku_row(rng: random.Random) -> dict:
             "safer_response_id": rng.randint(0, 1), "is_response_0_safe": True, "is_response_1_safe": False}
 
 
+def _uf_row(rng: random.Random) -> dict:
+    """HuggingFaceH4/ultrafeedback_binarized's columns: a prompt string, chosen and rejected as chats."""
+    prompt = rng.choice(QUESTIONS)
+    good, bad = rng.sample(ANSWERS, 2)
+    return {"prompt": prompt, "chosen": [{"role": "user", "content": prompt}, {"role": "assistant", "content": good}],
+            "rejected": [{"role": "user", "content": prompt}, {"role": "assistant", "content": bad}],
+            "score_chosen": 8.0, "score_rejected": 4.0}
+
+
 def build_data(root: Path) -> dict[str, str]:
-    """Anthropic/hh-rlhf's layout (a folder per subset holding train/test .jsonl.gz) and
-    PKU-SafeRLHF's columns (train/test .jsonl), 40 training and 12 test rows each."""
+    """Anthropic/hh-rlhf's layout (a folder per subset holding train/test .jsonl.gz),
+    PKU-SafeRLHF's columns (train/test .jsonl) and UltraFeedback's (split files named train_prefs
+    and test_prefs under data/, as on the hub), 40 training and 12 test rows each."""
     rng = random.Random(0)
     hh = root / "hh-rlhf"
     for subset in ("helpful-base", "harmless-base"):
@@ -100,7 +110,11 @@ def build_data(root: Path) -> dict[str, str]:
     pku.mkdir()
     for split, n in (("train", 40), ("test", 12)):
         (pku / f"{split}.jsonl").write_text("".join(json.dumps(_pku_row(rng)) + "\n" for _ in range(n)))
-    return {"hh": str(hh), "pku": str(pku)}
+    uf = root / "ultrafeedback" / "data"
+    uf.mkdir(parents=True)
+    for split, n in (("train_prefs", 40), ("test_prefs", 12)):
+        (uf / f"{split}-00000-of-00001.jsonl").write_text("".join(json.dumps(_uf_row(rng)) + "\n" for _ in range(n)))
+    return {"hh": str(hh), "pku": str(pku), "uf": str(uf.parent)}
 
 
 def build_standins(root: Path) -> dict[str, str]:

@@ -77,7 +77,7 @@ def test_missing_config_file_and_bad_yaml(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["default", "wspo_default", "macpo_hh_helpful", "macpo_hh_harmless", "macpo_pku_saferlhf",
-                                  "wspo_hh_rlhf"])
+                                  "wspo_hh_rlhf", "wspo_ultrafeedback"])
 def test_shipped_configs_load_and_resolve(name):
     cfg = load_config(CONFIG_DIR / f"{name}.yaml")
     assert cfg.teachers.resolved()
@@ -97,18 +97,27 @@ def test_shipped_configs_load_and_resolve(name):
         # the paper's split sizes: 5k labelled / 5k unlabelled, 2k (HH) or 1k (PKU) test
         assert (cfg.task.n_labelled, cfg.task.n_unlabelled) == (5000, 5000)
         assert cfg.task.n_test == (2000 if "hh" in name else 1000)
+        # the authors' negative data: the first teacher's negative agent answers for the student's
+        assert cfg.macpo.student_negatives_from == "first_teacher"
     if name.startswith("macpo_hh"):
         assert cfg.task.data_dir == name.removeprefix("macpo_hh_") + "-base"
-    if name != "default" and name != "wspo_default":  # every paper config judges helpfulness and harmlessness
+    if name.startswith(("macpo_", "wspo_hh")):  # judged on helpfulness and harmlessness, as the model cards read them
         assert set(cfg.judges()) == {"reward_model", "safety_model"}
         assert "helpful" in cfg.reward_model.name_or_path and "harmless" in cfg.safety_model.name_or_path
-    if name == "wspo_hh_rlhf":  # the authors' LoRA example
+        assert all(j.template == "hh" and j.pair_input for j in (cfg.reward_model, cfg.safety_model))
+    if name.startswith("wspo_") and name != "wspo_default":  # the authors' LoRA example
         wspo, weak_dpo = cfg.train.wspo, cfg.train.weak_dpo
-        assert wspo.lr == 5e-6 and wspo.epochs == 3 and wspo.batch_size * wspo.grad_accum == 8
+        # effective batch 32: 1 per device x 8 accumulation x 4 GPUs, here accumulated on one
+        assert wspo.lr == 5e-6 and wspo.epochs == 3 and wspo.batch_size * wspo.grad_accum == 32
+        assert cfg.task.labelled_share == 1.0 and cfg.task.n_labelled == 0  # every training pair
         assert wspo.warmup_ratio == 0.1 and wspo.shift_scale == 0.1
         assert weak_dpo.beta == 0.01 and weak_dpo.epochs == 3 and weak_dpo.reference == "round_start"
         assert cfg.student.template == "qwen" and "Instruct" in cfg.student.name_or_path
         assert len(cfg.student.lora.target_modules) == 7 and cfg.wspo.weak_reference == "sft"
+    if name == "wspo_ultrafeedback":  # the authors' data and cutoff
+        assert (cfg.task.path, cfg.task.train_split, cfg.task.test_split) == (
+            "HuggingFaceH4/ultrafeedback_binarized", "train_prefs", "test_prefs")
+        assert cfg.student.max_length == 4096
 
 
 def test_cli_prints_one_line_and_exits_2_on_bad_config():

@@ -98,3 +98,12 @@ def test_win_rate_counts_ties_half():
 
     assert win_rate([1.0, 0.0, 2.0, 5.0], [0.5, 0.0, 3.0, 1.0]) == pytest.approx((1 + 0.5 + 0 + 1) / 4)
     assert win_rate([], []) == 0.0
+
+
+def test_hh_judges_read_transcripts_as_their_model_cards_feed_them():
+    """Ray2333's HH reward models: tokenizer("\n\nHuman: {q}\n\nAssistant:", answer) - the dataset's
+    leading blank line included, which the loaders strip from prompts."""
+    from agents.templates import apply_template
+
+    assert apply_template("hh", "Human: hi\n\nAssistant:") == "\n\nHuman: hi\n\nAssistant:"
+    assert apply_template("hh", "hi") == "\n\nHuman: hi\n\nAssistant:"

@@ -57,8 +57,12 @@ class MACPO(Algorithm):
         self.weak_labels = labels
         ctl.log_event("weak_labels", selected_from={teachers[k]: n for k, n in Counter(sources).items()})
         ctl.stage("student_sft", {STUDENT: calls.train(_sft(prompts, labels), "sft", self._train("student_sft"))}, mutating=True)
-        # the student's negative agent learns from the teachers' negative agents (one per prompt, round robin)
-        negatives = [self.hard_negatives[teachers[i % len(teachers)]][i] for i in range(len(prompts))]
+        # the student's negative agent learns from the teachers' negative agents: the first teacher's
+        # (the authors' data) or one teacher per prompt in turn (macpo.student_negatives_from)
+        if self.config.macpo.student_negatives_from == "round_robin":
+            negatives = [self.hard_negatives[teachers[i % len(teachers)]][i] for i in range(len(prompts))]
+        else:
+            negatives = list(self.hard_negatives[teachers[0]])
         ctl.stage("student_negative_sft", {STUDENT: calls.train(_sft(prompts, negatives), "sft", self._train("negative_sft"),
                                                                 adapter="negative", init_from="default")}, mutating=True)
         hard = ctl.stage("student_hard_negatives",
