@@ -10,7 +10,13 @@ CUDA float32 and CPU float32 - and checks:
 * greedy generation on CUDA returns answers, and its tokens/s;
 * one DPO and one MACPO training call on CUDA bf16 update the LoRA adapter (finite loss, weights
   moved, log-probs moved), and their training tokens/s;
-* peak GPU memory.
+* peak GPU memory;
+* token-budget scoring: 64 x 1024 tokens scored with a 152k-vocabulary stand-in (Qwen2's vocabulary)
+  whose plain scoring path (full float32 logits and log-softmax) needs about 100 GB; its peak GPU
+  memory must stay under `SCORING_PEAK_GIB`;
+* a new adapter version takes effect in generation: after the adapter is trained towards a fixed
+  probe answer, greedy generation changes and the probe's log-prob under the generated answers'
+  adapter rises (a backend serving the stale version would not move).
 
     python benchmarks/gpu_check.py                 # writes benchmarks/results/gpu_check.json
     python benchmarks/gpu_check.py --device cpu    # the same steps on CPU (a dry run; CI uses it)
@@ -34,6 +40,8 @@ sys.path.insert(0, str(ROOT))
 FLOAT32_TOL = 2e-3  # same arithmetic on another device: only summation order differs
 BF16_REL_TOL = 0.05  # bf16 keeps 8 bits of mantissa: ~0.4% per op, compounded through every layer
 ORDER_AGREEMENT = 0.9  # share of pairs that bf16 and float32 order alike (chosen vs rejected log-prob)
+SCORING_PEAK_GIB = 8.0  # token-budget scoring of 64 x 1024 tokens, 152k vocabulary (the plain path: ~100 GB)
+BIG_VOCAB = 152064
 
 
 def build_model(directory: Path, hidden: int, layers: int, seed: int) -> int:
@@ -171,6 +179,8 @@ def run_check(device: str, dtype: str, hidden: int, layers: int, n_pairs: int, n
                             for t in train.values())
         checks["training_updates_adapter"] = {"max_weight_change": moved, "logp_change": max_abs_diff(after, before["mean"]),
                                               "losses_finite": losses_finite, "ok": moved > 0 and losses_finite}
+        checks["token_budget_scoring"] = scoring_check(Path(tmp) / "big-vocab", device, dtype)
+        checks["new_adapter_version_takes_effect"] = adapter_version_check(agent, prompts[:16], new_tokens)
         score_tokens = sum(before["n_tokens"])
         return {
             "device": device, "dtype": dtype, "params": params, "hidden": hidden, "layers": layers, "pairs": n_pairs,
@@ -185,6 +195,61 @@ def run_check(device: str, dtype: str, hidden: int, layers: int, n_pairs: int, n
             "train": train,
             "peak_gpu_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
         }
+
+
+def scoring_check(directory: Path, device: str, dtype: str) -> dict:
+    """Score 64 sequences of 1024 tokens with a 152k-vocabulary model; peak GPU memory of the call.
+    (A CPU dry run scores 2 x 128 tokens: the path, not the figure.)"""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from agents.tiny import build_char_tokenizer
+
+    tokenizer = build_char_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=BIG_VOCAB, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=2048,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
+    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    rows, width = (64, 1024) if device == "cuda" else (2, 128)
+    agent = make_agent(directory, device, dtype, max_length=width + 8)
+    generator = torch.Generator().manual_seed(1)
+    encoded = [([tokenizer.bos_token_id] + torch.randint(4, 90, (width // 2 - 1,), generator=generator).tolist(),
+                torch.randint(4, 90, (width // 2,), generator=generator).tolist()) for _ in range(rows)]
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated()
+    with torch.no_grad():
+        finite = True
+        for idx in agent._score_batches(encoded, rows):
+            logps, _ = agent._scored_token_logps([encoded[i] for i in idx])
+            finite = finite and bool(torch.isfinite(logps).all())
+    peak = (torch.cuda.max_memory_allocated() - start) / 2**30 if device == "cuda" else None
+    del agent
+    return {"tokens": rows * width, "vocab": BIG_VOCAB, "peak_scoring_gib": peak, "limit_gib": SCORING_PEAK_GIB,
+            "finite": finite, "ok": finite and (peak is None or peak <= SCORING_PEAK_GIB)}
+
+
+def adapter_version_check(agent, prompts: list[str], new_tokens: int) -> dict:
+    """Train the adapter towards one probe answer; generation must follow the new version."""
+    from agents.config import SamplingConfig, TrainConfig
+
+    probe = "zzzz yes"
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=min(new_tokens, 16), batch_size=len(prompts))
+    agent.copy_adapter("default", "probe")
+    first = agent.generate(prompts, greedy, adapter="probe")
+    agent.train([{"prompt": p, "response": probe} for p in prompts] * 4, "sft",
+                TrainConfig(lr=5e-3, epochs=3, batch_size=16), adapter="probe")
+    second = agent.generate(prompts, greedy, adapter="probe")
+    old = agent.logprobs(prompts, first, adapter="probe")["mean"]
+    new = agent.logprobs(prompts, second, adapter="probe")["mean"]
+    changed = sum(a != b for a, b in zip(first, second))
+    gain = sum(n - o for n, o in zip(new, old)) / len(prompts)
+    return {"answers_changed": changed, "mean_logp_gain_of_new_answers": gain,
+            "ok": changed > 0 and gain > 0}
 
 
 def main(argv: list[str] | None = None) -> int:

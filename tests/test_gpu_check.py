@@ -16,7 +16,10 @@ def test_dry_run_on_cpu_passes_every_check(tmp_path):
                          "--output", str(out)])
     result = json.loads(out.read_text())
     checks = result["checks"]
-    assert set(checks) == {"logps_cpu_float32_vs_cpu_float32", "generation_returns_answers", "training_updates_adapter"}
+    assert set(checks) == {"logps_cpu_float32_vs_cpu_float32", "generation_returns_answers", "training_updates_adapter",
+                           "token_budget_scoring", "new_adapter_version_takes_effect"}
+    assert checks["token_budget_scoring"]["finite"] and checks["token_budget_scoring"]["vocab"] == 152064
+    assert checks["new_adapter_version_takes_effect"]["answers_changed"] > 0
     # the figures themselves, not only the tool's own verdict
     assert checks["logps_cpu_float32_vs_cpu_float32"]["max_abs_diff"] <= gpu_check.FLOAT32_TOL
     assert checks["generation_returns_answers"]["answers"] == 16
