@@ -256,19 +256,22 @@ class Agent:
         without gradients and without ever holding [B, T, V] logits in float32 (agents.scoring):
         the LM head runs on the response positions only, a chunk of tokens at a time."""
         ids, attn, pos, mask = self._pack(encoded)
-        labels = ids.gather(1, pos)[mask]
+        labels = ids.gather(1, pos)
         before = (pos - 1).clamp(min=0).unsqueeze(-1)  # response token k is predicted at k - 1
         parts = self._head_probe.decoder_and_head(self.model)
         if parts is not None:
             decoder, head = parts
-            hidden = decoder(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
-            flat = chunked_label_logps(hidden.gather(1, before.expand(-1, -1, hidden.size(-1)))[mask], labels, head)
+            states = decoder(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
         else:  # logits are not plain head(hidden) for this model: its own forward, reduced a chunk at a time
-            logits = self.model(input_ids=ids, attention_mask=attn, use_cache=False).logits
-            flat = chunked_label_logps(logits.gather(1, before.expand(-1, -1, logits.size(-1)))[mask], labels, lambda x: x)
-        out = torch.zeros(mask.shape, dtype=torch.float32, device=flat.device)
-        out[mask] = flat
-        return out, mask
+            states = self.model(input_ids=ids, attention_mask=attn, use_cache=False).logits
+            head = None
+        # with `device_map` the last layer may sit on another GPU than the inputs: follow it there
+        at = states.device
+        rows = states.gather(1, before.to(at).expand(-1, -1, states.size(-1)))[mask.to(at)]
+        flat = chunked_label_logps(rows, labels.to(at)[mask.to(at)], head if head is not None else (lambda x: x))
+        out = torch.zeros(mask.shape, dtype=torch.float32, device=at)
+        out[mask.to(at)] = flat
+        return out, mask.to(at)
 
     def _score_batches(self, encoded: Sequence[tuple[list[int], list[int]]], batch_size: int) -> list[list[int]]:
         """Index batches sorted by length, at most `batch_size` rows and `spec.score_token_budget`

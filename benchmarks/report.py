@@ -28,7 +28,8 @@ project's venv, e.g. `python benchmarks/teacher_scaling.py`.
 | `peer_trl.py` | the plain Agent's DPO step and generation against TRL's `DPOTrainer` and plain `generate`: tokens/s, peak memory (needs `pip install '.[bench]'`) |
 | `actor_overhead.py` | generate / train through `AgentActor` vs the plain `Agent` in-process; tokens/s |
 | `ci_speed.py` | `scripts/setup.sh` (and `--dev`) and `.ci/run` from fresh clones with empty caches, cold and warm model cache: seconds, pytest's closing line and slowest tests |
-| `gpu_check.py` | the plain `Agent` (no Ray) on a CUDA GPU in bf16: log-probs against CPU float32, generation, a DPO and a MACPO step, tokens/s |
+| `scoring_memory.py` | scoring memory at a 152k vocabulary (peak resident memory per scored row, before and after memory-bounded scoring) and scoring tokens/s on the default world, before vs after |
+| `gpu_check.py` | the plain `Agent` (no Ray) on a CUDA GPU in bf16: log-probs against CPU float32, generation, a DPO and a MACPO step, tokens/s, token-budget scoring at a 152k vocabulary, a new adapter version taking effect |
 """
 
 
@@ -209,6 +210,27 @@ def section_ci_speed(data: dict) -> list[str]:
     return lines + [""]
 
 
+def section_scoring(data: dict) -> list[str]:
+    """Scoring memory per row and at 64 rows, and scoring tokens/s, before and after."""
+    memory, speed = data["memory"], data["speed"]
+    lines = ["## Scoring memory and speed", "", machine_line(data), "",
+             f"`python benchmarks/scoring_memory.py`: a random 2-layer Llama with a {memory['vocab']:,}-token vocabulary, "
+             f"float32 on CPU, rows of {memory['width']} tokens; peak resident memory of the scoring call above the "
+             "process's settled memory, each in a fresh process. Before = full logits and a float32 log-softmax over "
+             "the vocabulary; after = token-budget batches, the LM head on response tokens only, 1024 tokens at a time.", "",
+             "| path | rows | tokens | scoring MiB |", "| --- | --- | --- | --- |"]
+    for run in memory["runs"]:
+        lines.append(f"| {run['path']} | {run['rows']} | {run['tokens']:,} | {run['scoring_mib']:,.0f} |")
+    lines += ["", f"Growth per row: before {memory['before_mib_per_row']:,.0f} MiB, after {memory['after_mib_per_row']:,.0f} MiB. "
+              f"64 rows after: {memory['after_64_rows_mib']:,.0f} MiB measured; before: "
+              f"{memory['before_projected_64_rows_mib']:,.0f} MiB projected linearly from 1 to 4 rows "
+              "(more than this machine's memory, so not measured).", "",
+              f"Scoring speed on the default world ({speed['sequences']} sequences, {speed['response_tokens']:,} response "
+              f"tokens, best of interleaved repeats): before {speed['tokens_per_s']['before']:,.0f} tokens/s, after "
+              f"{speed['tokens_per_s']['after']:,.0f} tokens/s, after / before = {speed['after_over_before']:.3f}.", ""]
+    return lines
+
+
 def section_gpu(checks: list[dict]) -> list[str]:
     """The plain Agent on a GPU: agreement with CPU float32 and throughput, one row per model size."""
     lines = ["## GPU check (plain Agent, bf16 on CUDA)", "", machine_line(checks[0]), "",
@@ -275,6 +297,8 @@ def main() -> None:
         lines += section_time_to_result(data)
     if (data := load("ci_speed")):
         lines += section_ci_speed(data)
+    if (data := load("scoring_memory")):
+        lines += section_scoring(data)
     if (checks := [d for d in (load("gpu_check"), load("gpu_check_large")) if d]):
         lines += section_gpu(checks)
     else:

@@ -152,3 +152,34 @@ def test_vllm_accepts_the_engine_arguments():
         args = vllm_engine_args("facebook/opt-125m", SPEC, gpus, max_new_tokens=512)
         engine_args = EngineArgs(**args)
         assert engine_args.tensor_parallel_size == gpus and engine_args.max_model_len == args["max_model_len"]
+
+
+# ------------------------------------------------------------------ the paper configs against the contract
+PAPER_SHAPES = {  # config.json fields of the paper configs' vLLM models (public model cards)
+    "meta-llama/Llama-2-70b-hf": LLAMA_70B,
+    "meta-llama/Llama-2-7b-hf": ModelShape(hidden=4096, layers=32, intermediate=11008, vocab=32000, heads=32,
+                                           kv_heads=32, tied_embeddings=False),
+    "mistralai/Mistral-7B-v0.1": ModelShape(hidden=4096, layers=32, intermediate=14336, vocab=32000, heads=32,
+                                            kv_heads=8, tied_embeddings=False),
+    "meta-llama/Meta-Llama-3-8B": ModelShape(hidden=4096, layers=32, intermediate=14336, vocab=128256, heads=32,
+                                             kv_heads=8, tied_embeddings=False),
+}
+
+
+@pytest.mark.parametrize("name", ["macpo_hh_helpful", "macpo_hh_harmless", "macpo_pku_saferlhf", "wspo_hh_rlhf",
+                                  "wspo_ultrafeedback"])
+def test_paper_configs_pass_the_engine_contract(name):
+    from orchestrator.config import load_config, max_new_tokens
+
+    config = load_config(f"configs/{name}.yaml")
+    agents = [(config.student, config.resources.student)] + [(s, config.resources.teacher) for s in config.teachers.specs]
+    engines = 0
+    for spec, resources in agents:
+        if spec.backend != "vllm":
+            continue
+        engines += 1
+        args = vllm_engine_args(spec.name_or_path, spec, resources.num_gpus, max_new_tokens(config))
+        assert engine_placement_problem(args, resources.num_gpus, PAPER_SHAPES[spec.name_or_path]) is None
+        assert args["max_model_len"] >= prompt_budget(spec.max_length, max_new_tokens(config)) + max_new_tokens(config)
+        assert args["enable_sleep_mode"] and args["max_lora_rank"] >= spec.lora.r
+    assert engines == (4 if name.startswith("macpo") else 0)  # WSPO generates only test answers: transformers
