@@ -28,7 +28,7 @@ project's venv, e.g. `python benchmarks/teacher_scaling.py`.
 | `peer_trl.py` | the plain Agent's DPO step and generation against TRL's `DPOTrainer` and plain `generate`: tokens/s, peak memory (needs `pip install '.[bench]'`) |
 | `actor_overhead.py` | generate / train through `AgentActor` vs the plain `Agent` in-process; tokens/s |
 | `ci_speed.py` | `scripts/setup.sh` (and `--dev`) and `.ci/run` from fresh clones with empty caches, cold and warm model cache: seconds, pytest's closing line and slowest tests |
-| `scoring_memory.py` | scoring memory at a 152k vocabulary (peak resident memory per scored row, before and after memory-bounded scoring) and scoring tokens/s on the default world, before vs after |
+| `scoring_memory.py` | scoring memory at a 152k vocabulary (peak resident memory of scoring 1 to 64 rows of 1024 tokens, before and after memory-bounded scoring) and scoring tokens/s on the default world, before vs after |
 | `gpu_check.py` | the plain `Agent` (no Ray) on a CUDA GPU in bf16: log-probs against CPU float32, generation, a DPO and a MACPO step, tokens/s, token-budget scoring at a 152k vocabulary, a new adapter version taking effect |
 """
 
@@ -221,10 +221,10 @@ def section_scoring(data: dict) -> list[str]:
              "| path | rows | tokens | scoring MiB |", "| --- | --- | --- | --- |"]
     for run in memory["runs"]:
         lines.append(f"| {run['path']} | {run['rows']} | {run['tokens']:,} | {run['scoring_mib']:,.0f} |")
-    lines += ["", f"Growth per row: before {memory['before_mib_per_row']:,.0f} MiB, after {memory['after_mib_per_row']:,.0f} MiB. "
-              f"64 rows after: {memory['after_64_rows_mib']:,.0f} MiB measured; before: "
-              f"{memory['before_projected_64_rows_mib']:,.0f} MiB projected linearly from 1 to 4 rows "
-              "(more than this machine's memory, so not measured).", "",
+    lines += ["", f"Before grows by {memory['before_mib_per_row']:,.0f} MiB per row: 64 rows would take "
+              f"{memory['before_projected_64_rows_mib']:,.0f} MiB, projected linearly from 1 to 4 rows (more than this "
+              f"machine's memory, so not measured). After: {memory['after_64_rows_mib']:,.0f} MiB at 64 rows, "
+              f"at most {memory['after_largest_mib']:,.0f} MiB at any size measured: one chunk of float32 logits.", "",
               f"Scoring speed on the default world ({speed['sequences']} sequences, {speed['response_tokens']:,} response "
               f"tokens, best of interleaved repeats): before {speed['tokens_per_s']['before']:,.0f} tokens/s, after "
               f"{speed['tokens_per_s']['after']:,.0f} tokens/s, after / before = {speed['after_over_before']:.3f}.", ""]
