@@ -481,8 +481,14 @@ class Agent:
         state_file = directory / AGENT_STATE_FILE
         if not state_file.exists():
             raise AgentError(f"{shown_as} is not an agent checkpoint (no {AGENT_STATE_FILE})")
-        state = json.loads(state_file.read_text())
-        for adapter in state["adapters"]:
+        try:
+            state = json.loads(state_file.read_text())
+            adapters = list(state["adapters"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise AgentError(f"{shown_as}/{AGENT_STATE_FILE} is not an agent state ({type(exc).__name__})") from None
+        for adapter in adapters:
+            if not isinstance(adapter, str) or not adapter or adapter in (".", "..") or "/" in adapter or "\\" in adapter:
+                raise AgentError(f"{shown_as}/{AGENT_STATE_FILE}: adapter name {adapter!r} is not a plain name; refused")
             weights = directory / adapter / "adapter_model.safetensors"
             if not weights.exists():
                 raise AgentError(f"checkpoint {shown_as} lacks {weights.name} for adapter {adapter!r}")

@@ -119,6 +119,7 @@ def upload(local_dir: str, uri: str) -> None:
         for name in files:
             source = os.path.join(folder, name)
             relative = os.path.relpath(source, local_dir).replace(os.sep, "/")
+            inside(local_dir, relative, what=f"file {source!r} for {uri}")  # a link out of the staging folder is refused
             fs.put_file(source, f"{path.rstrip('/')}/{relative}")
 
 

@@ -28,6 +28,7 @@ project's venv, e.g. `python benchmarks/teacher_scaling.py`.
 | `peer_trl.py` | the plain Agent's DPO step and generation against TRL's `DPOTrainer` and plain `generate`: tokens/s, peak memory (needs `pip install '.[bench]'`) |
 | `actor_overhead.py` | generate / train through `AgentActor` vs the plain `Agent` in-process; tokens/s |
 | `ci_speed.py` | `scripts/setup.sh` (and `--dev`) and `.ci/run` from fresh clones with empty caches, cold and warm model cache: seconds, pytest's closing line and slowest tests |
+| `bad_inputs.py` | every config key with a wrong type, unknown sub-keys and indices; broken config files, `config.yaml` on `--resume` and data files: how many were answered with one line and exit code 2, how many changed anything on disk |
 | `scoring_memory.py` | scoring memory at a 152k vocabulary (peak resident memory of scoring 1 to 64 rows of 1024 tokens, before and after memory-bounded scoring) and scoring tokens/s on the default world, before vs after |
 | `gpu_check.py` | the plain `Agent` (no Ray) on a CUDA GPU in bf16: log-probs against CPU float32, generation, a DPO and a MACPO step, tokens/s, token-budget scoring at a 152k vocabulary, a new adapter version taking effect |
 """
@@ -210,6 +211,19 @@ def section_ci_speed(data: dict) -> list[str]:
     return lines + [""]
 
 
+def section_bad_inputs(data: dict) -> list[str]:
+    """Bad inputs tried, answered with one line and exit 2, and cases that changed the disk."""
+    lines = ["## Bad input", "", machine_line(data), "",
+             "`python benchmarks/bad_inputs.py` (the same table as `tests/test_bad_inputs.py`): each case runs in a "
+             "scratch directory fingerprinted before and after.", "",
+             "| family | tried | one line, exit 2 | changed the disk |", "| --- | --- | --- | --- |"]
+    for family, counts in data["families"].items():
+        lines.append(f"| {family} | {counts['tried']} | {counts['one_line_exit_2']} | {counts['disk_changed']} |")
+    total = {k: sum(c[k] for c in data["families"].values()) for k in ("tried", "one_line_exit_2", "disk_changed")}
+    lines.append(f"| all | {total['tried']} | {total['one_line_exit_2']} | {total['disk_changed']} |")
+    return lines + [""]
+
+
 def section_scoring(data: dict) -> list[str]:
     """Scoring memory per row and at 64 rows, and scoring tokens/s, before and after."""
     memory, speed = data["memory"], data["speed"]
@@ -299,6 +313,8 @@ def main() -> None:
         lines += section_ci_speed(data)
     if (data := load("scoring_memory")):
         lines += section_scoring(data)
+    if (data := load("bad_inputs")):
+        lines += section_bad_inputs(data)
     if (checks := [d for d in (load("gpu_check"), load("gpu_check_large")) if d]):
         lines += section_gpu(checks)
     else:

@@ -23,6 +23,12 @@ log = logging.getLogger("orchestrator")
 def connect(config: RunConfig, log_to_driver: bool = True) -> bool:
     """Attach to the cluster in `ray.address` / RAY_ADDRESS, else start a local Ray on 127.0.0.1.
 
+    Ray's token authentication stays on: a local Ray started here takes the token from
+    RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token (Ray writes one there on the first
+    local start), and a cluster is reached with the same token. Binding to loopback is not enough:
+    Ray's GCS and raylet listen on every interface whatever the node address, so the token is what
+    keeps other users of the network out.
+
     Returns True when this call started Ray (and so should shut it down). A sweep passes
     `log_to_driver=False`: the actors of many trials would interleave in its output."""
     if ray.is_initialized():
@@ -32,10 +38,12 @@ def connect(config: RunConfig, log_to_driver: bool = True) -> bool:
         ray.init(address=address, namespace=config.ray.namespace, log_to_driver=log_to_driver)
         return True
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # a Ray started here is private to this process and bound to loopback: no token needed
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        log.warning("RAY_AUTH_MODE=%s: this Ray runs without token authentication; anyone who reaches its "
+                    "ports can run code as you", os.environ["RAY_AUTH_MODE"])
     ray.init(
         namespace=config.ray.namespace,
+        _node_ip_address="127.0.0.1",
         include_dashboard=config.ray.include_dashboard,
         dashboard_host=config.ray.dashboard_host,
         num_cpus=os.cpu_count(),
@@ -149,11 +157,12 @@ def run(config: RunConfig, resume_dir: str | None = None, sigterm_as_interrupt: 
     `sigterm_as_interrupt` (the CLI sets it): SIGTERM, e.g. a scheduler stopping the job, unwinds
     like Ctrl-C, so Ray shuts down cleanly and the last committed round stays resumable. It is set
     after connecting because `ray.init` installs a SIGTERM handler of its own."""
+    preflight(config)  # the storage is configured and probed before the output directory is read
     if resume_dir is None:
-        from orchestrator.run_dir import ensure_output_dir
+        from orchestrator.run_dir import check_fresh_output_dir, ensure_output_dir
 
-        ensure_output_dir(config)  # decided before the checks, so a storage URI is probed now
-    preflight(config)
+        ensure_output_dir(config)
+        check_fresh_output_dir(config)  # never into an earlier run's directory
     started_ray = connect(config)
     if sigterm_as_interrupt:
         signal.signal(signal.SIGTERM, _terminate_as_interrupt)

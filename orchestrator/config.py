@@ -186,7 +186,8 @@ class RunConfig:
     algorithm: str = "macpo"  # a registered algorithm: macpo | wspo
     seed: int = 0  # data split, LoRA init, batch order, sampling (not which base: that is each spec's seed)
     rounds: int = 2  # rounds after initialisation (WSPO always runs 1)
-    output_dir: str | None = None  # a path or storage URI; default runs/<timestamp> (<storage_root>/<timestamp> in a Ray job)
+    output_dir: str | None = None  # a path or storage URI; default runs/<timestamp>-<id> (<storage_root>/... in a Ray job)
+    overwrite_output_dir: bool = False  # a fresh run may replace a non-empty output_dir (else it is refused)
     # where jobs' runs go: a storage URI (s3://bucket/runs) or a path every node sees; default $W2S_STORAGE, else ~/w2s-runs
     storage_root: str | None = None
     # fsspec options for storage URIs (e.g. S3's endpoint_url, key, secret); S3 also reads the AWS_* variables
@@ -245,6 +246,37 @@ def model_spec(value: ModelSpec | dict, key: str = "model") -> ModelSpec:
     except AgentConfigError as exc:
         raise ConfigError(str(exc)) from None
     return spec
+
+
+def config_for_resume(saved: dict, overrides: Sequence[str] = ()) -> RunConfig:
+    """The config of a run resumed from its config.yaml, whose credentials were redacted when it
+    was written (orchestrator.redaction): overrides may give exactly those values again; redacted
+    `storage_options` not given are dropped, so the storage's own credential chain (AWS_*
+    variables, profiles) supplies them; any other redacted value must be given."""
+    from orchestrator.redaction import REDACTED, redacted_keys
+
+    redacted = redacted_keys(saved)
+    data = copy.deepcopy(saved)
+    for text in overrides:
+        key = parse_override(text)[0]
+        if key not in redacted:
+            raise ConfigError(f"--resume takes overrides only for values redacted from config.yaml "
+                              f"({', '.join(redacted) or 'none here'}); {key} comes from the run's own config.yaml")
+    given = {parse_override(text)[0] for text in overrides}
+    for key in redacted:
+        if key in given:
+            continue
+        if key.startswith("storage_options."):
+            parent = data
+            *path, leaf = key.split(".")
+            for part in path:
+                parent = parent[part]
+            del parent[leaf]
+        else:
+            raise ConfigError(f"{key} was redacted from config.yaml ({REDACTED}); give it again: --resume RUN_DIR {key}=...")
+    config = build(RunConfig, data, overrides)
+    validate(config)
+    return config
 
 
 def config_from_dict(data: dict) -> RunConfig:

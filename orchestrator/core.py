@@ -28,8 +28,9 @@ from orchestrator.config import RunConfig, config_from_dict, max_new_tokens, mod
 from orchestrator.evaluation import evaluate
 from orchestrator.plots import plot_rewards
 from orchestrator.pool import AgentPool, StageResult
-from orchestrator.run_dir import (SPLITS_FILE, STATE_FILE, RunDirectory, ensure_output_dir, retained_rounds, round_line,
-                                  write_json_atomic)
+from orchestrator.redaction import redact
+from orchestrator.run_dir import (SPLITS_FILE, STATE_FILE, RunDirectory, check_fresh_output_dir, check_keep_best,
+                                  ensure_output_dir, retained_rounds, round_line, write_json_atomic)
 from tasks import TaskData, load_task
 
 log = logging.getLogger("orchestrator")
@@ -47,8 +48,10 @@ class OrchestratorCore:
         if resume_dir:
             self.run_dir = RunDirectory(resume_dir)
         else:
-            self.run_dir = RunDirectory(ensure_output_dir(self.config))
-            self.run_dir.write_config(self.config.to_dict())
+            ensure_output_dir(self.config)
+            check_fresh_output_dir(self.config)  # every entry point (CLI, API, sweep trial): never an earlier run's directory
+            self.run_dir = RunDirectory(self.config.output_dir)
+            self.run_dir.write_config(redact(self.config.to_dict()))  # credentials never reach disk
         self.run_id = f"{self.run_dir.name}-{uuid.uuid4().hex[:6]}"
         self.resume_dir = resume_dir
         res = config.resources
@@ -72,6 +75,7 @@ class OrchestratorCore:
         self._running: list[str] = []  # stages in flight (two while one runs in the background)
         self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage")
         self._background_jobs = 0  # work submitted by in_background and not yet finished
+        self._live_versions: dict[str, int] = {}  # agent -> its newest live snapshot's version
         self.trackers = None  # experiment trackers, opened with the run directory's first round
         self._round_timing: dict[str, Any] = {}
         self.stage_round = 0  # the round the running stages belong to (0 = setup)
@@ -224,12 +228,18 @@ class OrchestratorCore:
 
     def _snapshot(self, agents: list[str]) -> None:
         """Save the changed agents so a restarted actor resumes from exactly this point."""
-        targets = {a: self.run_dir.live_snapshot(a) for a in agents}
-        for path in targets.values():
-            storage.remove(path)
+        # a new version is written beside the last one and only then switched to: an agent that dies
+        # while saving is restored from the previous, complete snapshot
+        with self._lock:
+            versions = {a: self._live_versions.get(a, 0) + 1 for a in agents}
+            self._live_versions.update(versions)
+        targets = {a: self.run_dir.live_snapshot(a, v) for a, v in versions.items()}
         self.pool.stage("snapshot", {a: calls.save(p) for a, p in targets.items()})
         for agent, path in targets.items():
+            previous = self.pool.restore_dirs.get(agent)
             self.pool.restore_dirs[agent] = path
+            if previous and previous.startswith(self.run_dir.live):
+                storage.remove(previous)
 
     def _log_agent_stats(self, index: int) -> None:
         """Each agent's running counts (prompts cut to fit training or generation, non-finite
@@ -372,7 +382,7 @@ class OrchestratorCore:
         if self.trackers is None:
             from orchestrator.trackers import Trackers
 
-            self.trackers = Trackers(self.config.logging, self.run_dir.local, self.config.to_dict())
+            self.trackers = Trackers(self.config.logging, self.run_dir.local, redact(self.config.to_dict()))
         return self.trackers
 
     def save(self, path: str | None = None) -> str:
@@ -391,6 +401,8 @@ class OrchestratorCore:
         for agent in self.agents:
             self.pool.restore_dirs[agent] = storage.join(final, agent)
         retention = self.config.checkpoint
+        if retention.keep_best:
+            check_keep_best(retention.keep_best, self.rounds)  # before anything is deleted
         if retention.keep_last or retention.keep_best:
             keep = retained_rounds(self.rounds, retention.keep_last, retention.keep_best) | {index}
             if (gone := self.run_dir.prune_checkpoints(keep)):

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from orchestrator.config import ConfigError, config_from_dict, load_config
+from orchestrator.config import ConfigError, config_for_resume, load_config
 from tasks.errors import BadInput
 
 EXIT_BAD_INPUT = 2
@@ -89,11 +89,10 @@ def main(argv: list[str] | None = None) -> int:
 
             run_dir = RunDirectory(args.resume)
             try:
-                config = config_from_dict(run_dir.read_config())
+                saved = run_dir.read_config()
             finally:
                 run_dir.close()
-            if args.overrides:
-                raise ConfigError("--resume takes no overrides: the run's own config.yaml is used")
+            config = config_for_resume(saved, args.overrides)  # overrides only give redacted credentials again
         else:
             from orchestrator.run_dir import ensure_output_dir, shown_path
 

@@ -79,3 +79,12 @@ def redacted_secrets(original: Any, masked: Any) -> list[str]:
                 out.append(str(key))
         return out
     return [] if original == masked else [""]
+
+
+def redacted_keys(data: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of a saved (redacted) mapping whose values hold the redaction mark."""
+    if isinstance(data, dict):
+        return [k for key, value in data.items() for k in redacted_keys(value, f"{prefix}.{key}" if prefix else str(key))]
+    if isinstance(data, str) and REDACTED in data:
+        return [prefix]
+    return []

@@ -39,8 +39,37 @@ DEFAULT_STORAGE = "~/w2s-runs"
 log = logging.getLogger("orchestrator")
 
 
+def run_stamp() -> str:
+    """A default run name: the start time and a random suffix, so two runs started in the same
+    second never share a directory."""
+    import uuid
+
+    return f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
 def default_output_dir() -> str:
-    return os.path.join("runs", datetime.now().strftime("%Y%m%d-%H%M%S"))
+    return os.path.join("runs", run_stamp())
+
+
+def check_fresh_output_dir(config) -> None:
+    """A fresh run never writes into an earlier run's directory: a non-empty `output_dir` (local or
+    a storage URI) is refused in one line unless `overwrite_output_dir` is set, which first removes
+    what is there (only that directory's own files). `--resume` continues a run instead."""
+    from orchestrator.typed_yaml import ConfigError
+
+    target = config.output_dir
+    if storage.is_local(target):
+        path = storage.local_path(target)
+        used = os.path.isdir(path) and any(os.scandir(path)) or (os.path.lexists(path) and not os.path.isdir(path))
+    else:
+        used = bool(storage.listdir(target))
+    if not used:
+        return
+    if not config.overwrite_output_dir:
+        raise ConfigError(f"output_dir={target!r} is not empty (an earlier run?): continue it with --resume {target}, "
+                          "choose another output_dir, or set overwrite_output_dir=true to replace it")
+    log.warning("overwrite_output_dir: removing what %s holds before this run starts", target)
+    storage.remove(target)
 
 
 def in_ray_working_dir(cwd: str | os.PathLike | None = None) -> bool:
@@ -63,7 +92,7 @@ def ensure_output_dir(config) -> str:
     storage root instead (said in one line), so a job's results outlive its session."""
     in_job = in_ray_working_dir()
     if not config.output_dir:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        stamp = run_stamp()
         durable = in_job or config.storage_root or os.environ.get(STORAGE_ENV)
         config.output_dir = storage.join(storage_root(config), stamp) if durable else default_output_dir()
     elif in_job and not storage.is_uri(config.output_dir) and not os.path.isabs(os.path.expanduser(config.output_dir)):
@@ -118,9 +147,10 @@ class RunDirectory:
     def name(self) -> str:
         return self.root.rstrip("/").rsplit("/", 1)[-1]
 
-    def live_snapshot(self, agent: str) -> str:
-        """Where `agent` is saved after each stage that changed it (a restarted actor loads it)."""
-        return storage.join(self.live, agent)
+    def live_snapshot(self, agent: str, version: int) -> str:
+        """Where version `version` of `agent` is saved after a stage that changed it (a restarted
+        actor loads the newest complete one)."""
+        return storage.join(self.live, f"{agent}-v{version}")
 
     # ----------------------------------------------------------- files
     def publish(self, relative: str = "") -> None:
@@ -144,10 +174,19 @@ class RunDirectory:
         self.publish("config.yaml")
 
     def read_config(self) -> dict:
+        """The run's config.yaml as a mapping; one line naming the file when it is missing or no config."""
+        from orchestrator.typed_yaml import ConfigError
+
         path = self.local / "config.yaml"
         if not path.is_file():
             raise FileNotFoundError(f"{self.root} has no config.yaml; is it a run directory?")
-        return yaml.safe_load(path.read_text())
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{self.root}/config.yaml: not a readable YAML file ({type(exc).__name__})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{self.root}/config.yaml: not a run config (empty or not a mapping)")
+        return data
 
     def log(self, event: str, **fields: Any) -> None:
         record = {"time": round(time.time(), 3), "event": event, **fields}
@@ -230,6 +269,22 @@ class RunDirectory:
     def read_state(self, checkpoint: str) -> dict:
         path = storage.join(checkpoint, STATE_FILE)
         return json.loads(storage.read_text(path))
+
+def check_keep_best(keep_best: str, rounds: list[dict]) -> None:
+    """`checkpoint.keep_best` must name an agent and a metric the first round's evaluation has: a
+    typo would otherwise keep nothing extra and let `keep_last` delete the round meant to be kept."""
+    from orchestrator.typed_yaml import ConfigError
+
+    if not rounds:
+        return
+    agent, metric = keep_best.split(".", 1)
+    evaluation = rounds[0]["eval"]
+    if agent not in evaluation:
+        raise ConfigError(f"checkpoint.keep_best={keep_best!r}: no agent {agent!r}; evaluated: {sorted(evaluation)}")
+    if metric not in evaluation[agent]:
+        raise ConfigError(f"checkpoint.keep_best={keep_best!r}: {agent} has no metric {metric!r}; "
+                          f"it has {sorted(evaluation[agent])}")
+
 
 def retained_rounds(rounds: list[dict], keep_last: int, keep_best: str | None) -> set[int]:
     """Which rounds' checkpoints to keep: the newest `keep_last` (0: all), the round where

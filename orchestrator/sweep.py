@@ -30,7 +30,8 @@ from typing import Any
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
-from orchestrator.config import ConfigError, RunConfig, config_from_dict, load_config
+from orchestrator.config import ConfigError, RunConfig, load_config
+from orchestrator.redaction import redact, redact_override
 from orchestrator.run_dir import RunDirectory, write_json_atomic
 from orchestrator.sweep_spec import SweepSpec, aggregate, grid_settings, load_spec, parse_claim, parse_seeds, trial_metrics
 
@@ -70,13 +71,15 @@ def run_trial(params: dict, spec: dict, sweep_dir: str, cwd: str) -> None:
     trial = params["trial"]
     sweep = SweepSpec(**spec)
     run_dir = Path(sweep_dir) / "runs" / trial["trial_id"]
+    # the directory is set on the config itself, never through an override string (a path holding
+    # ` #` or `=` would be cut by the override parser)
+    config = load_config(sweep.config, sweep.run_overrides(trial["setting"], trial["seed"]))
+    config.output_dir, config.progress = str(run_dir), False
     resume = run_dir.is_dir() and RunDirectory(run_dir).latest_checkpoint() is not None
     if resume:
-        config = config_from_dict(RunDirectory(run_dir).read_config())
+        check_unchanged(trial["trial_id"], RunDirectory(run_dir).read_config(), config)
     else:
         shutil.rmtree(run_dir, ignore_errors=True)  # a trial that died before its first checkpoint
-        config = load_config(sweep.config, [*sweep.run_overrides(trial["setting"], trial["seed"]),
-                                            f"output_dir={run_dir}", "progress=false"])
     core = OrchestratorCore(config, resume_dir=str(run_dir) if resume else None)
     try:
         core.setup()
@@ -85,6 +88,23 @@ def run_trial(params: dict, spec: dict, sweep_dir: str, cwd: str) -> None:
             tune.report(_round_report(core.run_round()))
     finally:
         core.shutdown()
+
+
+def check_unchanged(trial_id: str, saved: dict, config) -> None:
+    """A resumed trial continues only the run its spec still describes: refuse, naming the keys,
+    when the trial's resolved config differs from the one its run started with."""
+    now = redact(config.to_dict())
+    changed = sorted(set(_leaves(saved)) ^ set(_leaves(now)))
+    if changed:
+        keys = sorted({key for key, _ in changed})
+        raise ConfigError(f"trial {trial_id}: its config changed since its run started ({', '.join(keys[:5])}); "
+                          f"restore the spec or remove runs/{trial_id} to start it again")
+
+
+def _leaves(data: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(data, dict):
+        return [leaf for key, value in data.items() for leaf in _leaves(value, f"{prefix}.{key}" if prefix else str(key))]
+    return [(prefix, json.dumps(data, sort_keys=True))]
 
 
 def _round_report(record: dict) -> dict[str, float]:
@@ -102,7 +122,7 @@ def run_sweep(spec: SweepSpec, sweep_dir: str | Path, max_concurrent: int | None
     spec.validate()
     sweep_dir = Path(sweep_dir).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(sweep_dir / "spec.json", asdict(spec))
+    write_json_atomic(sweep_dir / "spec.json", spec.shown())  # credentials redacted
     configs = {name: load_config(spec.config, [*spec.overrides, *o]) for name, o in spec.settings.items()}
     # Tune's own loggers minus tensorboardX (not a dependency): JSON keeps each trial's time and last result
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -155,7 +175,7 @@ def collect(spec: SweepSpec, sweep_dir: Path, outcomes: dict[str, dict]) -> dict
     for trial in spec.trials():
         outcome = outcomes.get(trial["trial_id"], {})
         path = sweep_dir / "runs" / trial["trial_id"] / "summary.json"
-        row = {**trial, "overrides": spec.run_overrides(trial["setting"], trial["seed"]),
+        row = {**trial, "overrides": [redact_override(o) for o in spec.run_overrides(trial["setting"], trial["seed"])],
                "wall_s": outcome.get("wall_s") or run_wall_s(path.parent)}
         if outcome.get("error") or not path.is_file():
             row.update(status="failed", error=outcome.get("error") or "no summary.json (trial did not run)")
@@ -167,7 +187,7 @@ def collect(spec: SweepSpec, sweep_dir: Path, outcomes: dict[str, dict]) -> dict
                        baselines=summary.get("baselines", {}), pgr=summary.get("pgr"))
         trials.append(row)
     table, claims = aggregate(spec, trials)
-    return {"name": spec.name, "spec": asdict(spec), "machine": machine(),
+    return {"name": spec.name, "spec": spec.shown(), "machine": machine(),
             "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "trials": trials, "table": table, "claims": claims}
 
 

@@ -14,13 +14,14 @@ import math
 import operator
 import re
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from orchestrator.config import ConfigError, load_config
+from orchestrator.redaction import redact_override, redact_text
 
 STUDENT = "student"
 OPERATORS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
@@ -68,6 +69,13 @@ class SweepSpec:
     def run_overrides(self, setting: str, seed: int) -> list[str]:
         return [*self.overrides, *self.settings[setting], f"seed={seed}"]
 
+    def shown(self) -> dict[str, Any]:
+        """The spec as written to spec.json and results.json: credentials in overrides redacted."""
+        data = asdict(self)
+        data["overrides"] = [redact_override(o) for o in self.overrides]
+        data["settings"] = {name: [redact_override(o) for o in overrides] for name, overrides in self.settings.items()}
+        return data
+
     def validate(self) -> None:
         """Every setting must load as a config (unknown key, bad value: one line naming it) and
         every claim must name known settings and an operator; nothing has started yet."""
@@ -80,6 +88,18 @@ class SweepSpec:
                 load_config(self.config, [*self.overrides, *overrides])
             except ConfigError as exc:
                 raise ConfigError(f"sweep setting {name!r}: {exc}") from None
+        for name in self.settings:
+            if redact_text(name) != name or any(redact_override(token) != token for token in name.split()):
+                raise ConfigError(f"sweep setting {redact_text(name)!r}: a setting's name holds a credential; give "
+                                  "credentials as overrides of every trial, in the environment or a profile")
+        ids: dict[str, list[str]] = {}
+        for trial in self.trials():
+            ids.setdefault(trial["trial_id"], []).append(trial["setting"])
+        clashes = {tid: sorted(set(names)) for tid, names in ids.items() if len(set(names)) > 1}
+        if clashes:
+            tid, names = next(iter(clashes.items()))
+            raise ConfigError(f"sweep settings {names} share the trial id {tid!r} (their names differ only in "
+                              "characters a directory name cannot hold); rename them")
         default = next(iter(self.settings))
         for claim in self.claims:
             if claim.op not in OPERATORS:
@@ -90,7 +110,10 @@ class SweepSpec:
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_") or "base"
+    """A directory name for a setting: letters, digits and `_.=-` only, never `.` or `..` (a trial
+    directory stays inside the sweep's runs/ folder)."""
+    name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
+    return name.lstrip(".") or "base"
 
 
 def parse_seeds(text: str) -> list[int]:

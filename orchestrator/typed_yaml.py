@@ -106,23 +106,30 @@ def from_mapping(cls: type, data: dict, prefix: str = "") -> Any:
 
 
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    """Set `a.b.0.c` in nested mappings and lists; a key under a plain value, an index beyond a
+    list or a name where a list needs an index is one line naming the key."""
     parts = dotted.split(".")
     node: Any = data
-    for i, part in enumerate(parts[:-1]):
-        nxt = node[int(part)] if isinstance(node, list) and part.isdigit() else node.get(part) if isinstance(node, dict) else None
-        if nxt is None:
-            if isinstance(node, dict):
-                nxt = node[part] = {}
-            else:
-                raise ConfigError(f"{'.'.join(parts[: i + 1])}: no such key to override")
-        node = nxt
-    last = parts[-1]
-    if isinstance(node, list):
-        if not last.isdigit() or int(last) >= len(node):
-            raise ConfigError(f"{dotted}: list index out of range")
-        node[int(last)] = value
-    else:
-        node[last] = value
+    for i, part in enumerate(parts):
+        where = ".".join(parts[:i])
+        if isinstance(node, list):
+            if not part.isdigit():
+                raise ConfigError(f"{dotted}: {where} is a list; give an index (0 to {len(node) - 1}), not {part!r}")
+            if int(part) >= len(node):
+                raise ConfigError(f"{dotted}: {where} has {len(node)} entries (index 0 to {len(node) - 1}), not {part}")
+            if i == len(parts) - 1:
+                node[int(part)] = value
+                return
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if i == len(parts) - 1:
+                node[part] = value
+                return
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+        else:
+            raise ConfigError(f"{dotted}: {where}={node!r} is a value, not a mapping; it has no key {part!r}")
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -146,11 +153,15 @@ def read_yaml_mapping(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"config file {path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is None:  # an empty file is a mistake (a truncated copy), not a request for the defaults
+        raise ConfigError(f"config file {path} is empty; give at least one key (the defaults: configs/default.yaml)")
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: top level must be a mapping")
     return data

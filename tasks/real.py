@@ -219,10 +219,20 @@ def _open(path: str, compression: str | None):
     return io.BufferedReader(handle) if compression == "zstd" else handle
 
 
-def _line_numbers(path: str, compression: str | None) -> list[int]:
-    """1-based numbers of the non-blank lines: pyarrow skips blank lines, so row i is line[i]."""
+def _line_numbers(path: str, compression: str | None) -> tuple[list[int], bool]:
+    """1-based numbers of the non-blank lines (pyarrow skips blank lines, so row i is line[i]) and
+    whether any line is not UTF-8 (pyarrow reads such a line and fails only when it is used)."""
+    numbers, invalid = [], False
     with _open(path, compression) as handle:
-        return [i for i, line in enumerate(handle, start=1) if line.strip()]
+        for i, line in enumerate(handle, start=1):
+            if line.strip():
+                numbers.append(i)
+                if not invalid:
+                    try:
+                        line.decode("utf-8")
+                    except UnicodeDecodeError:
+                        invalid = True
+    return numbers, invalid
 
 
 def _is_json_array(path: str, compression: str | None) -> bool:
@@ -238,20 +248,26 @@ def _read_json_lines(path: str, compression: str | None, source: str,
                      on_bad_row: str) -> Iterator[tuple[str, dict | BadRowError]]:
     """Stdlib fallback for JSON lines `datasets` refused: finds the broken line and, in skip mode,
     keeps every readable one."""
-    with io.TextIOWrapper(_open(path, compression), encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
+    with _open(path, compression) as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
                 continue
             where = f"line {number}"
             try:
-                row = json.loads(line)
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:  # never replaced silently: the row is bad
+                    raise BadRowError(f"not UTF-8 text (byte {exc.start + 1} of the line)") from None
+                try:
+                    row = json.loads(line)
+                except ValueError as exc:
+                    raise BadRowError(f"not a JSON object: {str(exc).splitlines()[0]}") from None
                 if not isinstance(row, dict):
-                    raise ValueError(f"a JSON {type(row).__name__}, not an object")
-            except ValueError as exc:
-                reason = f"not a JSON object: {str(exc).splitlines()[0]}"
+                    raise BadRowError(f"not a JSON object: a JSON {type(row).__name__}")
+            except BadRowError as exc:
                 if on_bad_row == "error":
-                    raise TaskDataError(f"{source} {where}: {reason}") from None
-                yield where, BadRowError(reason)
+                    raise TaskDataError(f"{source} {where}: {exc}") from None
+                yield where, exc
                 continue
             yield where, row
 
@@ -269,11 +285,14 @@ def _load_local(path: str, source: str, on_bad_row: str) -> RawRows:
     builder, compression = fmt
     try:
         json_lines = builder == "json" and not _is_json_array(local, compression)
-        lines = _line_numbers(local, compression) if json_lines else []
+        lines, invalid_text = _line_numbers(local, compression) if json_lines else ([], False)
     except (OSError, EOFError, ValueError) as exc:  # a corrupt archive, or a codec that is not installed
         raise TaskDataError(f"{source}: cannot be decompressed as {compression}: {_first_line(exc)}") from None
     if os.path.getsize(local) == 0 or (json_lines and not lines):
         raise TaskDataError(f"{source}: empty file")
+    if invalid_text:  # read line by line with the stdlib: each bad line named (or skipped and counted)
+        rows = list(_read_json_lines(local, compression, source, on_bad_row))
+        return RawRows(source, iter(rows), len(rows))
     try:
         with _quiet_json_builder():
             table = datasets.load_dataset(builder, data_files=local, split="train")

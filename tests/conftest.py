@@ -6,6 +6,7 @@ joined through Ray's `ray_current_cluster` file by a later run."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 
@@ -22,6 +23,15 @@ RAY_TMPDIR = tempfile.mkdtemp(prefix="w2s-t-", dir="/tmp")
 with open(os.path.join(RAY_TMPDIR, "owner.pid"), "w") as _owner:
     _owner.write(str(os.getpid()))
 os.environ["RAY_TMPDIR"] = RAY_TMPDIR
+# Ray's token authentication on, as for a user: a token of this test run (a user's lives in
+# ~/.ray/auth_token), found by every Ray process, CLI and client the tests start through the
+# environment they inherit
+if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+    _token_path = os.path.join(RAY_TMPDIR, "auth_token")
+    with open(os.open(_token_path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as _token:
+        _token.write(secrets.token_hex(32))
+    os.environ["RAY_AUTH_TOKEN_PATH"] = _token_path
+os.environ["RAY_AUTH_MODE"] = "token"
 
 import random
 

@@ -37,7 +37,8 @@ def head():
     # (inside this test run's Ray root, so a killed run's head is found and cleared by the next run)
     temp = tempfile.mkdtemp(prefix="rh-", dir=os.environ["RAY_TMPDIR"])
     # the cluster's `python` is this venv's, as on a cluster set up from ray_cluster.yaml
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
+    # token authentication on, with this test run's token (tests/conftest.py), as a user's cluster
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     proc = subprocess.Popen(
         [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
@@ -54,13 +55,46 @@ def head():
         address = f"http://127.0.0.1:{dashboard}"
         wait_for(lambda: subprocess.run([RAY, "job", "list", "--address", address], env=env,
                                         capture_output=True).returncode == 0, 60, "the job server")
-        yield {"dashboard": address, "client": f"ray://127.0.0.1:{client}", "env": env}
+        yield {"dashboard": address, "client": f"ray://127.0.0.1:{client}", "gcs": f"127.0.0.1:{gcs}", "env": env}
     finally:
         # this head only (its own process group), and nothing of it is kept: no graceful shutdown
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
         reap_processes_under(temp)  # workers the raylet started in process groups of their own
         shutil.rmtree(temp, ignore_errors=True)
+
+
+
+WRONG_TOKEN = "0" * 64
+
+
+def connect_with(env: dict, address: str) -> subprocess.CompletedProcess:
+    """A driver connecting to `address` with `env`'s token, in its own process."""
+    code = f"import ray; ray.init(address={address!r}); print('CONNECTED', ray.cluster_resources().get('CPU'))"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+
+
+def test_a_wrong_token_is_refused_by_the_gcs_the_job_api_and_the_client_server(head):
+    """The cluster keeps token authentication on: the right token gets in, a wrong one does not,
+    at each of the three doors a user knocks on (a driver at the GCS, `ray job`, a Ray client)."""
+    import urllib.error
+    import urllib.request
+
+    wrong = {k: v for k, v in head["env"].items() if k != "RAY_AUTH_TOKEN_PATH"}
+    wrong["RAY_AUTH_TOKEN"] = WRONG_TOKEN
+    assert "CONNECTED" in connect_with(head["env"], head["gcs"]).stdout
+    refused = connect_with(wrong, head["gcs"])
+    assert "CONNECTED" not in refused.stdout and refused.returncode != 0, refused.stdout[-500:]
+    assert "auth" in refused.stderr.lower(), refused.stderr[-1500:]
+    jobs = subprocess.run([RAY, "job", "list", "--address", head["dashboard"]], env=wrong, capture_output=True,
+                          text=True, timeout=120)
+    assert jobs.returncode != 0 and "auth" in (jobs.stdout + jobs.stderr).lower(), (jobs.stdout + jobs.stderr)[-1500:]
+    with pytest.raises(urllib.error.HTTPError) as http:  # the job API without any token
+        urllib.request.urlopen(f"{head['dashboard']}/api/jobs/", timeout=30)
+    assert http.value.code in (401, 403)
+    client = connect_with(wrong, head["client"])
+    assert "CONNECTED" not in client.stdout and client.returncode != 0, client.stdout[-500:]
+    assert "CONNECTED" in connect_with(head["env"], head["client"]).stdout
 
 
 def submit(head, *args: str, timeout: float = 400, module: str = "orchestrator.main",

@@ -179,3 +179,38 @@ def test_remove_deletes_exactly_its_own_objects_never_a_pattern(tmp_path):
     storage.remove(str(local))
     assert not local.exists() and (tmp_path / "exp1").exists()
     fs.rm("/glob", recursive=True)
+
+
+def test_an_upload_never_reads_outside_its_folder(tmp_path):
+    """A link in a staging folder that points outside it is refused, not uploaded."""
+    import fsspec
+
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "ok.json").write_text("{}")
+    (tmp_path / "private.txt").write_text("secret")
+    os.symlink(tmp_path / "private.txt", staging / "leak.txt")
+    with pytest.raises(storage.StorageError, match=r"leak.txt.*leads outside .*refused"):
+        storage.upload(str(staging), "memory://uploads/run")
+    fs = fsspec.filesystem("memory")
+    assert not [p for p in fs.find("/uploads") if p.endswith("leak.txt")]
+    fs.rm("/uploads", recursive=True)
+
+
+def test_a_checkpoint_naming_an_adapter_outside_it_is_refused(tmp_path, cache_dir, tiny_spec):
+    from agents import Agent, AgentError
+
+    agent = Agent("a", tiny_spec(), cache_dir=cache_dir)
+    agent.save(tmp_path / "ckpt")
+    state = json.loads((tmp_path / "ckpt" / "agent_state.json").read_text())
+    state["adapters"] = ["default", "../../elsewhere"]
+    (tmp_path / "ckpt" / "agent_state.json").write_text(json.dumps(state))
+    with pytest.raises(AgentError, match=r"adapter name '../../elsewhere' is not a plain name"):
+        agent.load(tmp_path / "ckpt")
+
+
+def test_sweep_trial_directories_stay_inside_runs():
+    from orchestrator.sweep_spec import slug
+
+    assert slug("..") == "base" and slug("../../etc") == "_.._etc" and "/" not in slug("a/../b")
+    assert all(not slug(name).startswith(".") for name in ("..", ".hidden", "./x", "...."))

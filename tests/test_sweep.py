@@ -106,19 +106,21 @@ def test_a_storage_uri_as_sweep_directory_is_refused_not_made_a_local_folder(tmp
     assert not (ROOT / "s3:").exists()
 
 
+SECRETS = ("AKIASWEEPKEY7EXAMPLE", "sweepS3cr3tValue")
 TINY_SWEEP = [o for o in TINY_RUN if o != "progress=false"] + ["rounds=1", "baselines.strong_ceiling=false"]
 
 
 @pytest.mark.ray
 @pytest.mark.slow
 def test_sweep_runs_trials_reports_failures_and_resumes_without_redoing(tmp_path, cache_dir):
-    sweep_dir = tmp_path / "sweep"
+    sweep_dir = tmp_path / "sweep #1"  # the override parser would cut a path at ` #`: the directory is set directly
     # a hub id that cannot load offline passes validation and fails inside its trials
     # 4 trials: a working setting (2 seeds: a claim over finished seeds, one trial done before the
     # interruption and one after) and a failing one (2 seeds: each failure recorded in its own trial)
     args = ["--grid", "student.name_or_path=tiny:test-strong,no-such-org/no-such-model", "--seeds", "0-1",
             "--claim", "student.final > student.round0", "--output-dir", str(sweep_dir), "--max-concurrent", "1",
-            "--name", "tiny", "--publish", str(tmp_path / "published"), f"cache_dir={cache_dir}", *TINY_SWEEP]
+            "--name", "tiny", "--publish", str(tmp_path / "published"), f"cache_dir={cache_dir}", *TINY_SWEEP,
+            f"storage_options={{key: {SECRETS[0]}, secret: {SECRETS[1]}}}"]  # credentials never reach a file
     # interrupt the sweep (Ctrl-C, as a user would) once Tune has recorded the first trial as finished
     # (its "trial ... done" line; a run directory's last checkpoint comes before that, so waiting for
     # the checkpoint alone would race the trial's own shutdown)
@@ -163,3 +165,11 @@ def test_sweep_runs_trials_reports_failures_and_resumes_without_redoing(tmp_path
     assert claim["n"] == 2 and claim["holds"] == sum(m["student.final"] > m["student.round0"] for m in first)
     assert "holds in" in (sweep_dir / "results.md").read_text()
     assert (sweep_dir / "plots" / "rewards_per_round.png").stat().st_size > 1000
+    assert all((sweep_dir / "runs" / t).is_dir() for t in by_id) and not (tmp_path / "sweep").exists()
+    # no credential in any file the sweep wrote (Tune's own state included) nor in what it printed
+    written = [p for root in (sweep_dir, tmp_path / "published") for p in root.rglob("*") if p.is_file()]
+    assert len(written) > 20
+    assert not [str(p) for p in written for secret in SECRETS if secret.encode() in p.read_bytes()]
+    assert not [s for s in SECRETS if s in out]
+    assert json.loads((sweep_dir / "spec.json").read_text())["overrides"][-1] == \
+        "storage_options={key: <redacted>, secret: <redacted>}"

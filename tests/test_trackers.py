@@ -41,9 +41,12 @@ def test_tensorboard_mlflow_and_wandb_hold_the_summary(ray_cluster, cache_dir, t
     from tests.conftest import TINY_RUN
 
     run_dir = tmp_path / "run"
+    secrets = ("AKIATRACKERKEY1EXAMPLE", "trackerS3cr3t", "hunter2pw")
     summary = run(load_config(None, [*TINY_RUN, "rounds=1", "teachers.count=1", f"output_dir={run_dir}",
                                      f"cache_dir={cache_dir}", "logging.backends=[jsonl, tensorboard, mlflow, wandb]",
-                                     "logging.wandb_mode=offline", "logging.project=w2s-test"]))
+                                     "logging.wandb_mode=offline", "logging.project=w2s-test",
+                                     f"storage_options={{key: {secrets[0]}, secret: {secrets[1]}, "
+                                     f"client_kwargs: {{endpoint_url: 'http://bob:{secrets[2]}@127.0.0.1:9'}}}}"]))
     expected = {(r["round"], agent, metric): value for r in summary["rounds"] for agent, values in r["eval"].items()
                 for metric, value in values.items() if isinstance(value, float)}
     assert {(r, a, "reward") for r in (0, 1) for a in ("student", "teacher_0")} <= set(expected)
@@ -68,3 +71,7 @@ def test_tensorboard_mlflow_and_wandb_hold_the_summary(ray_cluster, cache_dir, t
     assert mlflow_run.info.status == "FINISHED"
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert json.loads((run_dir / "summary.json").read_text())["rounds"] == summary["rounds"]
+    # credentials in the config reach no file of the run: config.yaml, metrics, TensorBoard, MLflow, W&B
+    written = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert len(written) > 10 and not [str(p) for p in written for s in secrets if s.encode() in p.read_bytes()]
+    assert mlflow_run.data.params["storage_options/secret"] == "<redacted>"
