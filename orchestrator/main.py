@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from orchestrator.config import ConfigError, config_for_resume, load_config
+from orchestrator.config import config_for_resume, load_config
 from tasks.errors import BadInput
 
 EXIT_BAD_INPUT = 2
