@@ -8,8 +8,9 @@ Three families, each generated, not hand-picked:
 - **CLI overrides** (`python -m orchestrator.main key=value`): for every key of the run config, a
   value of the wrong type; for every mapping, an unknown sub-key; for every key holding a plain
   value, a sub-key under it; for every list, an index past its end.
-- **Config files** (`--config FILE`): not UTF-8, empty, not a mapping, invalid YAML, unknown key.
-  And `--resume` of a run directory whose config.yaml is empty, not a mapping or corrupt.
+- **Config files** (`--config FILE`): not UTF-8, empty, not a mapping, invalid YAML, unknown key;
+  a fresh run into an earlier run's directory. And `--resume` of a run directory whose config.yaml
+  is empty, not a mapping or corrupt.
 - **Data files** (`task.path`): truncated gzip, an invalid byte, wrong columns, empty, not JSON.
   Loading data happens inside the run; these are checked through the loader and the CLI's own
   classification of the error (`orchestrator.main.one_line`, `is_bad_input`), which is what the CLI
@@ -146,6 +147,9 @@ def config_file_cases() -> list[Case]:
     for name, data in resumed.items():
         cases.append(Case("resume", f"config.yaml {name}", lambda scratch: run_cli(["--resume", "old-run"], scratch),
                           lambda scratch, data=data: old_run(scratch, data)))
+    # a fresh run into an earlier run's directory: refused before anything is written
+    cases.append(Case("config file", "output_dir of an earlier run", lambda scratch: run_cli(["output_dir=old-run"], scratch),
+                      lambda scratch: old_run(scratch, b"rounds: 2\n")))
     return cases
 
 

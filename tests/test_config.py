@@ -99,6 +99,8 @@ def test_shipped_configs_load_and_resolve(name):
         assert cfg.task.n_test == (2000 if "hh" in name else 1000)
         # the authors' negative data: the first teacher's negative agent answers for the student's
         assert cfg.macpo.student_negatives_from == "first_teacher"
+        # the authors' test decoding: LLaMA-Factory's default sampling
+        assert (cfg.eval_sampling.temperature, cfg.eval_sampling.top_p, cfg.eval_sampling.top_k) == (0.95, 0.7, 50)
     if name.startswith("macpo_hh"):
         assert cfg.task.data_dir == name.removeprefix("macpo_hh_") + "-base"
     if name.startswith(("macpo_", "wspo_hh")):  # judged on helpfulness and harmlessness, as the model cards read them
@@ -218,3 +220,20 @@ def test_loading_a_config_loads_no_torch():
     code = ("import sys; from orchestrator.config import load_config, preflight; preflight(load_config(None, [])); "
             "bad = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+def test_a_fresh_run_never_writes_into_an_earlier_runs_directory(tmp_path):
+    from orchestrator.run_dir import check_fresh_output_dir, default_output_dir
+
+    used = tmp_path / "old"
+    used.mkdir()
+    (used / "metrics.jsonl").write_text("{}\n")
+    config = load_config(None, [f"output_dir={used}"])
+    with pytest.raises(ConfigError, match=r"is not empty .*--resume .*overwrite_output_dir=true"):
+        check_fresh_output_dir(config)
+    assert (used / "metrics.jsonl").exists()
+    config.overwrite_output_dir = True  # said explicitly: the old files go first, nothing mixes
+    check_fresh_output_dir(config)
+    assert not used.exists()
+    check_fresh_output_dir(load_config(None, [f"output_dir={tmp_path / 'new'}"]))  # absent: fine
+    assert len({default_output_dir() for _ in range(50)}) == 50  # unique within one second

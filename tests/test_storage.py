@@ -116,7 +116,7 @@ def test_a_run_on_s3_is_interrupted_and_resumed_from_its_uri(s3, tmp_path, cache
     assert done_before[-1] in (1, 2), done_before
     refused = cli(s3["env"], "--resume", uri, f"cache_dir={cache_dir}")
     out = refused.communicate(timeout=300)[0]
-    assert refused.returncode == 2 and "takes no overrides" in out, out[-2000:]  # resume uses the run's own config
+    assert refused.returncode == 2 and "--resume takes overrides only for values redacted" in out, out[-2000:]  # the run's own config
     resumed = cli(s3["env"], "--resume", uri)
     out = resumed.communicate(timeout=400)[0]
     assert resumed.returncode == 0, out[-2000:]
