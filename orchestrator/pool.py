@@ -104,20 +104,31 @@ class AgentPool:
         self.handles.clear()
 
     def _recover(self, name: str, stage: str, error: Exception) -> None:
-        self.failures[name] = self.failures.get(name, 0) + 1
-        if self.failures[name] > self.max_failures:
-            raise StageError(f"stage {stage}: agent {name} failed {self.failures[name]} times "
-                             f"(ray.max_failures={self.max_failures}); last error: {str(error).splitlines()[0]}") from error
-        log.warning("agent %s died in stage %s (%s); restarting it (failure %d of %d allowed)",
-                    name, stage, type(error).__name__, self.failures[name], self.max_failures)
-        try:
-            ray.kill(self.handles[name], no_restart=True)
-        except Exception:  # noqa: BLE001
-            pass
-        spec, resources, actor_class = self.specs[name]
-        self.handles[name] = self._create(name, spec, resources, actor_class)
-        if name in self.restore_dirs:
-            ray.get(self.handles[name].load.remote(self.restore_dirs[name]), timeout=self.stage_timeout_s)
+        """Replace a dead (or hung) actor and restore its adapters. A replacement that dies while
+        restoring (placed on a node that is itself going away, before Ray has declared it dead) is
+        one more failure and is replaced again, each counted against `max_failures`."""
+        while True:
+            self.failures[name] = self.failures.get(name, 0) + 1
+            if self.failures[name] > self.max_failures:
+                raise StageError(f"stage {stage}: agent {name} failed {self.failures[name]} times "
+                                 f"(ray.max_failures={self.max_failures}); last error: {str(error).splitlines()[0]}") from error
+            log.warning("agent %s died in stage %s (%s); restarting it (failure %d of %d allowed)",
+                        name, stage, type(error).__name__, self.failures[name], self.max_failures)
+            try:
+                ray.kill(self.handles[name], no_restart=True)
+            except Exception:  # noqa: BLE001
+                pass
+            spec, resources, actor_class = self.specs[name]
+            self.handles[name] = self._create(name, spec, resources, actor_class)
+            if name not in self.restore_dirs:
+                return
+            try:
+                ray.get(self.handles[name].load.remote(self.restore_dirs[name]), timeout=self.stage_timeout_s)
+                return
+            except (RayActorError, GetTimeoutError) as exc:
+                if getattr(exc, "actor_init_failed", False):
+                    raise AgentStartError(f"stage {stage}: agent {name} could not restart: {init_error_line(exc)}") from None
+                error = exc
 
     # ------------------------------------------------------------ stages
     def stage(self, stage: str, calls: dict[str, Call], timeout_s: float | None = None) -> StageResult:

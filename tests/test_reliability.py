@@ -126,3 +126,47 @@ def test_a_background_stage_that_ends_last_is_still_printed(tmp_path, capsys):
     printed = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("stage ")]
     assert printed == ["foreground", "background"]
     core._background.shutdown()
+
+
+def test_a_snapshot_that_dies_while_saving_leaves_the_previous_one_to_restore(tmp_path):
+    """Live snapshots are written as a new version and only then switched to: an agent that dies
+    while saving is restored from its previous complete snapshot, which is still there."""
+    from orchestrator.core import OrchestratorCore
+    from orchestrator.pool import StageError, StageResult
+
+    core = OrchestratorCore(load_config(None, [*TINY, f"output_dir={tmp_path / 'run'}"]))
+    dies = threading.Event()
+
+    def fake_stage(name, work, timeout_s=None):
+        for call in work.values():
+            if call.method == "save":
+                if dies.is_set():
+                    raise StageError("stage snapshot: agent student died")
+                os.makedirs(call.args[0])
+                open(os.path.join(call.args[0], "agent_state.json"), "w").write("{}")
+        return StageResult(results={a: {} for a in work}, actor_s={a: 0.0 for a in work}, wall_s=0.0,
+                           actor_cpu_s={a: 0.0 for a in work})
+
+    core.pool.stage = fake_stage
+    core._snapshot(["student"])
+    first = core.pool.restore_dirs["student"]
+    core._snapshot(["student"])
+    second = core.pool.restore_dirs["student"]
+    assert second != first and os.path.exists(second) and not os.path.exists(first)  # switched, then the old one gone
+    dies.set()
+    with pytest.raises(StageError):
+        core._snapshot(["student"])
+    assert core.pool.restore_dirs["student"] == second and os.path.exists(os.path.join(second, "agent_state.json"))
+    core._background.shutdown()
+
+
+def test_keep_best_naming_nothing_round_0_produced_stops_before_anything_is_deleted():
+    from orchestrator.config import ConfigError
+    from orchestrator.run_dir import check_keep_best
+
+    rounds = [{"round": 0, "eval": {"student": {"reward": 0.5}, "teacher_0": {"reward": 0.4}}}]
+    check_keep_best("student.reward", rounds)
+    with pytest.raises(ConfigError, match=r"keep_best='studnet.reward': no agent 'studnet'"):
+        check_keep_best("studnet.reward", rounds)
+    with pytest.raises(ConfigError, match=r"keep_best='student.rewrd': student has no metric 'rewrd'"):
+        check_keep_best("student.rewrd", rounds)
