@@ -140,19 +140,68 @@ class Agent:
         self.backend = make_backend(self.spec.backend, self.model_path, self.spec, max_new_tokens)
         self._train_calls: dict[str, int] = {}  # per adapter: seeds each call's batch order
         self._head_probe = HeadProbe()
+        self.rank_info = None  # set by join_group on a sharded agent (agents.sharding)
+        self._reserved: set[str] = set()  # adapters created before sharding, not yet made by a call
         self.stats: dict[str, int] = {"truncated_prompts": 0, "truncated_generation_prompts": 0, "nan_batches": 0}
+
+    # ------------------------------------------------------------------ sharding
+    @property
+    def sharded(self) -> bool:
+        return self.rank_info is not None and self.rank_info.world_size > 1
+
+    @property
+    def writes_files(self) -> bool:
+        """Whether this process writes checkpoints: rank 0 of a sharded agent, any unsharded agent."""
+        return self.rank_info is None or self.rank_info.rank == 0
+
+    def join_group(self, info, reserved_adapters: Sequence[str] = ()) -> None:
+        """Become rank `info.rank` of a sharded agent (agents.sharding): create the adapters the run
+        will make (FSDP cannot take parameters added after sharding), make every LoRA parameter
+        trainable for the sharded forward (the optimizer still steps only the trained adapter's),
+        join the process group and shard the model with FSDP2."""
+        from agents import sharding
+
+        if info.world_size < 2:
+            return
+        for adapter in reserved_adapters:
+            if adapter not in self.model.peft_config:
+                self.model.add_adapter(adapter, copy.deepcopy(self.model.peft_config["default"]))
+                self._reserved.add(adapter)
+        self.model.set_adapter("default")
+        for name, p in self.model.named_parameters():
+            p.requires_grad_("lora_" in name)
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        mesh = sharding.init_distributed(info, self.device)
+        sharding.shard(self.model, mesh, self.device)
+        self.rank_info = info
+        with torch.no_grad():  # the first forward goes through the root: FSDP's lazy set-up takes it as root
+            bos = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
+            self.model(input_ids=torch.tensor([[bos]], device=self.device))
+
+    @contextlib.contextmanager
+    def _inference_context(self):
+        """Around a call that reaches the root's modules outside its forward (generate, the
+        scorer's decoder + head): those parameters held unsharded on a sharded agent."""
+        if not self.sharded:
+            yield
+            return
+        from agents.sharding import root_unsharded
+
+        with root_unsharded(self.model):
+            yield
 
     # ------------------------------------------------------------------ adapters
     @property
     def adapters(self) -> list[str]:
-        return list(self.model.peft_config)
+        return [a for a in self.model.peft_config if a not in self._reserved]
 
     @property
     def active_adapter(self) -> str:
         return self.model.active_adapter
 
     def _check_adapter(self, adapter: str) -> None:
-        if adapter not in self.model.peft_config:
+        if adapter not in self.model.peft_config or adapter in self._reserved:
             raise AgentError(f"{self.name} has no adapter {adapter!r}; it has {self.adapters}")
 
     @contextlib.contextmanager
@@ -173,17 +222,40 @@ class Agent:
         from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
         self._check_adapter(source)
-        if target not in self.model.peft_config:
-            self.model.add_adapter(target, copy.deepcopy(self.model.peft_config[source]))
-        state = get_peft_model_state_dict(self.model, adapter_name=source)
-        set_peft_model_state_dict(self.model, state, adapter_name=target)
+        if self.sharded:
+            self._copy_sharded_adapter(source, target)
+        else:
+            if target not in self.model.peft_config:
+                self.model.add_adapter(target, copy.deepcopy(self.model.peft_config[source]))
+            state = get_peft_model_state_dict(self.model, adapter_name=source)
+            set_peft_model_state_dict(self.model, state, adapter_name=target)
         self.backend.adapter_updated(self, target)
+
+    def _unreserved(self, adapter: str) -> None:
+        if adapter not in self.model.peft_config:
+            raise AgentError(f"{self.name}: a sharded agent cannot add adapter {adapter!r} after sharding; "
+                             f"it reserved {sorted(self.model.peft_config)}")
+        self._reserved.discard(adapter)
+
+    def _copy_sharded_adapter(self, source: str, target: str) -> None:
+        """Shard by shard: every rank copies its own slice of each LoRA parameter."""
+        self._unreserved(target)
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, p in params.items():
+                if "lora_" in name and f".{source}." in name:
+                    params[name.replace(f".{source}.", f".{target}.")].copy_(p)
 
     def adapter_weights(self, adapter: str = "default") -> dict[str, torch.Tensor]:
         from peft import get_peft_model_state_dict
 
         self._check_adapter(adapter)
-        return {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model, adapter_name=adapter).items()}
+        state = get_peft_model_state_dict(self.model, adapter_name=adapter)
+        if self.sharded:
+            from agents.sharding import full_tensors
+
+            state = full_tensors(state)
+        return {k: v.detach().clone() for k, v in state.items()}
 
     # ------------------------------------------------------------------ encoding
     def encode_prompt(self, text: str) -> list[int]:
@@ -323,12 +395,13 @@ class Agent:
 
     @contextlib.contextmanager
     def _scoring_context(self, adapter: str | None):
-        if adapter is None:
-            with self.model.disable_adapter():
-                yield
-        else:
-            with self.adapter_context(adapter):
-                yield
+        with self._inference_context():
+            if adapter is None:
+                with self.model.disable_adapter():
+                    yield
+            else:
+                with self.adapter_context(adapter):
+                    yield
 
     # ------------------------------------------------------------------ training
     def train(self, examples: Sequence[dict], objective: str, config: TrainConfig | dict | None = None,
@@ -367,8 +440,10 @@ class Agent:
         with self.adapter_context(adapter):
             params = []
             for name, p in self.model.named_parameters():
-                p.requires_grad_(f".{adapter}." in name and "lora_" in name)
-                if p.requires_grad:
+                trained = f".{adapter}." in name and "lora_" in name
+                if not self.sharded:  # sharded: every LoRA parameter stays trainable (join_group); only these step
+                    p.requires_grad_(trained)
+                if trained:
                     params.append(p)
             optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
             scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
@@ -380,8 +455,8 @@ class Agent:
                     for k, b in enumerate(order):
                         if step >= total_steps:
                             break
-                        loss, batch_metrics, n_tok = spec.loss(self, batches[b], cfg)
-                        if not torch.isfinite(loss):
+                        loss, batch_metrics, n_tok = self._batch_loss(spec, batches[b], cfg)
+                        if loss is None:
                             nan_batches += 1  # documented recovery: skip the batch, count it
                             continue
                         (loss / cfg.grad_accum).backward()
@@ -389,15 +464,21 @@ class Agent:
                         for key, value in batch_metrics.items():
                             metrics.setdefault(key, []).append(value)
                         if (k + 1) % cfg.grad_accum == 0 or k + 1 == len(order):
-                            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                            if self.sharded:
+                                from agents.sharding import clip_grad_norm
+
+                                clip_grad_norm(params, cfg.max_grad_norm)
+                            else:
+                                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                             optimizer.step()
                             scheduler.step()
                             optimizer.zero_grad(set_to_none=True)
                             step += 1
             finally:
                 self.model.eval()
-                for p in params:
-                    p.requires_grad_(False)
+                if not self.sharded:
+                    for p in params:
+                        p.requires_grad_(False)
         self.stats["nan_batches"] += nan_batches
         if nan_batches and not metrics:
             raise AgentError(f"{self.name}: every {objective} batch gave a non-finite loss (lr={cfg.lr})")
@@ -408,18 +489,48 @@ class Agent:
                    tokens_per_s=tokens / seconds if seconds > 0 else 0.0)
         return out
 
-    def _prepare(self, examples: Sequence[dict], objective: Objective, cfg: TrainConfig, adapter: str) -> list[list[dict]]:
+    def _batch_loss(self, objective: Objective, batch: dict, cfg: TrainConfig) -> tuple[torch.Tensor | None, dict[str, float], int]:
+        """One batch's loss (None when non-finite: the batch is skipped), its metrics and tokens.
+
+        On a sharded agent `batch` holds this rank's share (`items`) of `size` examples: its loss is
+        the share's mean scaled by share / size x ranks, and FSDP averages gradients over the ranks,
+        so the update is the whole batch's; metrics and the skip decision are agreed over all ranks."""
+        if not self.sharded:
+            loss, metrics, n_tok = objective.loss(self, batch["items"], cfg)
+            return (loss if torch.isfinite(loss) else None), metrics, n_tok
+        from agents.sharding import sum_over_ranks
+
+        share = len(batch["items"]) if batch["real"] else 0
+        loss, metrics, n_tok = objective.loss(self, batch["items"], cfg)
+        finite = bool(torch.isfinite(loss)) or share == 0
+        keys = sorted(metrics)
+        totals = sum_over_ranks([0.0 if finite else 1.0, float(n_tok if share else 0)]
+                                + [metrics[k] * share for k in keys])
+        if totals[0] > 0:  # any rank non-finite: every rank skips the batch, as one rank would
+            return None, {}, 0
+        world = self.rank_info.world_size  # FSDP averages gradients over ranks: undo it
+        scaled = loss * (share * world / batch["size"]) if share else loss * 0.0
+        return scaled, {k: totals[2 + i] / batch["size"] for i, k in enumerate(keys)}, int(totals[1])
+
+    def _prepare(self, examples: Sequence[dict], objective: Objective, cfg: TrainConfig, adapter: str) -> list[dict]:
         """Tokenize, batch and attach reference log-probs (computed once, before any update, with the
         adapter disabled or, with `reference: round_start`, the adapter as this call found it)."""
         try:
             items = [objective.encode(self, ex) for ex in examples]
         except KeyError as exc:
             raise AgentError(f"{self.name}: {objective.name} example lacks key {exc}") from None
-        batches = [list(items[i : i + cfg.batch_size]) for i in range(0, len(items), cfg.batch_size)]
+        batches = [{"items": list(items[i : i + cfg.batch_size]), "size": len(items[i : i + cfg.batch_size]), "real": True}
+                   for i in range(0, len(items), cfg.batch_size)]
+        if self.sharded:  # this rank's share; a rank with none runs the batch's first example at weight 0 (lockstep)
+            from agents.sharding import rank_share
+
+            for batch in batches:
+                share = rank_share(batch["items"], self.rank_info.rank, self.rank_info.world_size)
+                batch.update(items=share or [copy.deepcopy(batch["items"][0])], real=bool(share))
         if objective.needs_reference:
             with torch.no_grad(), self._scoring_context(None if cfg.reference == "base" else adapter):
                 for batch in batches:
-                    objective.add_reference(self, batch)
+                    objective.add_reference(self, batch["items"])
         return batches
 
     # ------------------------------------------------------------------ persistence
@@ -429,9 +540,16 @@ class Agent:
         from safetensors.torch import save_file
 
         self._check_adapter(adapter)
+        state = get_peft_model_state_dict(self.model, adapter_name=adapter)
+        if self.sharded:  # every rank gathers (a collective), rank 0 writes
+            from agents.sharding import full_tensors
+
+            state = full_tensors(state)
+            if not self.writes_files:
+                return
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(self.model, adapter_name=adapter).items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         save_file(state, str(path / "adapter_model.safetensors"), metadata={"format": "pt"})
         config = copy.deepcopy(self.model.peft_config[adapter])
         config.base_model_name_or_path = self.model_path
@@ -447,13 +565,16 @@ class Agent:
         staging = storage.scratch_dir(f"w2s-save-{self.name}-")
         try:
             self._save_local(Path(staging))
-            storage.upload(staging, str(directory))
+            if self.writes_files:
+                storage.upload(staging, str(directory))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
     def _save_local(self, directory: Path) -> None:
         for adapter in self.adapters:
             self.save_adapter(adapter, directory / adapter)
+        if not self.writes_files:
+            return
         state = {"name": self.name, "model_path": self.model_path, "adapters": self.adapters,
                  "train_calls": self._train_calls, "stats": self.stats,
                  "spec": asdict(self.spec) if is_dataclass(self.spec) else self.spec}
@@ -492,10 +613,26 @@ class Agent:
             weights = directory / adapter / "adapter_model.safetensors"
             if not weights.exists():
                 raise AgentError(f"checkpoint {shown_as} lacks {weights.name} for adapter {adapter!r}")
-            if adapter not in self.model.peft_config:
-                self.model.add_adapter(adapter, copy.deepcopy(self.model.peft_config["default"]))
-            set_peft_model_state_dict(self.model, load_file(str(weights), device=str(self.device)), adapter_name=adapter)
+            if self.sharded:
+                self._load_sharded_adapter(adapter, load_file(str(weights)), f"{shown_as}/{adapter}")
+            else:
+                if adapter not in self.model.peft_config:
+                    self.model.add_adapter(adapter, copy.deepcopy(self.model.peft_config["default"]))
+                set_peft_model_state_dict(self.model, load_file(str(weights), device=str(self.device)), adapter_name=adapter)
             self.backend.adapter_updated(self, adapter)
         self.model.set_adapter("default")
         self._train_calls = dict(state.get("train_calls", {}))
         self.stats.update(state.get("stats", {}))
+
+    def _load_sharded_adapter(self, adapter: str, state: dict[str, torch.Tensor], shown_as: str) -> None:
+        """A PEFT-format adapter (full tensors, as any rank count saves it) into this rank's shards:
+        parameter `...lora_A.<adapter>.weight` is the file's `...lora_A.weight`."""
+        from agents.sharding import copy_full_into
+
+        self._unreserved(adapter)
+        wanted = {name: p for name, p in self.model.named_parameters() if "lora_" in name and f".{adapter}." in name}
+        for name, param in wanted.items():
+            key = name.replace(f".{adapter}.", ".", 1)
+            if key not in state:
+                raise AgentError(f"checkpoint {shown_as} lacks {key}; it was saved from another model or LoRA shape")
+            copy_full_into(param, state[key])

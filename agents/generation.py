@@ -53,7 +53,9 @@ class HFBackend:
                               top_k=sampling.top_k or None)
             else:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            with torch.no_grad(), agent.adapter_context(adapter):
+            if agent.sharded:  # every rank decodes the same batch in lockstep (its layers gather weights per step)
+                kwargs["synced_gpus"] = True
+            with torch.no_grad(), agent._inference_context(), agent.adapter_context(adapter):
                 out = model.generate(input_ids=input_ids.to(agent.device), attention_mask=mask.to(agent.device), **kwargs)
             new_tokens = out[:, width:].cpu()
             for row, i in enumerate(idx):
