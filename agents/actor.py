@@ -104,11 +104,39 @@ class _AgentHost(_Host):
 
         self.agent = self.target = Agent(name, spec, cache_dir=cache_dir, num_threads=num_threads, seed=seed,
                                          max_new_tokens=max_new_tokens)
+        self.rank = 0
+        self.join_error: str | None = None
+
+    # a sharded agent's ranks (agents.sharding): rank 0 reports where to meet, every rank joins there
+    @staticmethod
+    def rendezvous() -> tuple[str, int]:
+        from agents.sharding import rendezvous_address
+
+        return rendezvous_address()
+
+    def join_group(self, rank: int, world_size: int, address: tuple[str, int], reserved_adapters: tuple[str, ...],
+                   timeout_s: float) -> None:
+        """Join the agent's process group and shard the model (the pool sends this right after
+        creating the ranks; their first call runs after it)."""
+        from agents.sharding import RankInfo
+
+        self.rank = rank
+        try:
+            self.agent.join_group(RankInfo(rank, world_size, address[0], address[1], timeout_s=timeout_s),
+                                  reserved_adapters)
+        except Exception as exc:  # noqa: BLE001 - kept: every later call reports it
+            self.join_error = f"{self.name} rank {rank} of {world_size} could not join its group at {address[0]}:{address[1]}: {exc}"
+            raise
+
+    def call(self, method: str, *args: Any, _threads: int | None = None, **kwargs: Any) -> tuple[Any, float, float]:
+        if self.join_error:
+            raise RuntimeError(self.join_error)
+        return super().call(method, *args, _threads=_threads, **kwargs)
 
     def info(self) -> dict:
         import torch
 
-        return {"name": self.name, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
+        return {"name": self.name, "rank": self.rank, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
                 "nice": os.nice(0), "scheduler": scheduler_name(), "torch_threads": torch.get_num_threads(),
                 "model_path": self.agent.model_path, "adapters": self.agent.adapters, "device": str(self.agent.device), "stats": dict(self.agent.stats)}
 

@@ -136,6 +136,14 @@ class ActorResources:
     torch_threads: int = 0
     nice: int = 0
     scheduler: str = "normal"
+    # FSDP2 ranks of each agent of this role (agents.sharding): N > 1 makes the agent N actors, one
+    # per placement bundle of num_gpus / N GPUs and num_cpus / N CPUs, started, driven and recovered
+    # together; training splits each batch over them (same update as one rank), checkpoints are
+    # written by rank 0 in PEFT format. 1: one actor, as before.
+    ranks: int = 1
+    # how one agent's ranks spread over nodes: PACK (one node where they fit), STRICT_PACK (one node
+    # or refuse), SPREAD (prefer different nodes), STRICT_SPREAD (one node per rank or refuse)
+    rank_placement: str = "PACK"
     # torch threads for a stage this agent runs alone (nothing else computing, e.g. the student's
     # SFT after the teachers are done): the cores the others leave idle. 0: no change.
     solo_threads: int = 0
@@ -292,6 +300,29 @@ def _check(ok: bool, key: str, value: Any, why: str) -> None:
         raise ConfigError(f"{key}={value!r}: {why}")
 
 
+def _validate_ranks(config: RunConfig, role: str, res: ActorResources) -> None:
+    """`ranks`: a positive integer that splits the role's GPUs into whole GPUs per rank; a sharded
+    agent trains with FSDP2, so not with `device_map` nor (yet) a vLLM engine."""
+    key = f"resources.{role}.ranks"
+    _check(isinstance(res.ranks, int) and not isinstance(res.ranks, bool) and res.ranks >= 1, key, res.ranks,
+           "a positive integer: the FSDP ranks of each agent of this role")
+    _check(res.rank_placement in PLACEMENT_STRATEGIES, f"resources.{role}.rank_placement", res.rank_placement,
+           f"choose one of {PLACEMENT_STRATEGIES}")
+    if res.ranks == 1:
+        return
+    _check(role != "reward_model", key, res.ranks, "a judge only scores; give it 1 rank (num_gpus for its size)")
+    per_rank = res.num_gpus / res.ranks
+    _check(res.num_gpus == 0 or (per_rank >= 1 and per_rank == int(per_rank)), key, res.ranks,
+           f"must divide resources.{role}.num_gpus={res.num_gpus:g} into whole GPUs per rank (NCCL needs one GPU per rank)")
+    specs = [("student", config.student)] if role == "student" else [
+        (f"teachers.specs.{i}", s) for i, s in enumerate(config.teachers.specs)]
+    for spec_key, spec in specs:
+        _check(not spec.device_map, f"{spec_key}.device_map", spec.device_map,
+               f"a sharded agent ({key}={res.ranks}) is split by FSDP2, not device_map; set it to null")
+        _check(spec.backend == "hf", f"{spec_key}.backend", spec.backend,
+               f"a sharded agent ({key}={res.ranks}) generates with transformers in lockstep; a vLLM engine beside FSDP ranks is not supported yet")
+
+
 def validate(config: RunConfig) -> None:
     """Raise ConfigError naming the first bad key."""
     from tasks.config import TaskConfigError
@@ -337,6 +368,7 @@ def validate(config: RunConfig) -> None:
         res = getattr(config.resources, role)
         _check(res.num_cpus >= 0, f"resources.{role}.num_cpus", res.num_cpus, "must be >= 0")
         _check(res.num_gpus >= 0, f"resources.{role}.num_gpus", res.num_gpus, "must be >= 0")
+        _validate_ranks(config, role, res)
     for role in ("student", "teacher", "reward_model"):
         custom = getattr(config.resources, role).custom
         _check(isinstance(custom, dict) and all(isinstance(k, str) and isinstance(v, (int, float)) and v > 0

@@ -81,6 +81,7 @@ class OrchestratorCore:
         self.stage_round = 0  # the round the running stages belong to (0 = setup)
         self._setup_done = False
         self.algorithm = make_algorithm(self.config.algorithm, self)
+        self.pool.reserved_adapters = tuple(self.algorithm.adapters)
 
     # ------------------------------------------------------------ agents
     @property
@@ -107,7 +108,7 @@ class OrchestratorCore:
         res = getattr(self.config.resources, role)
         return {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus, "custom": dict(res.custom),
                 "torch_threads": res.torch_threads or self.config.resources.torch_threads, "nice": res.nice,
-                "scheduler": res.scheduler}
+                "scheduler": res.scheduler, "ranks": res.ranks, "rank_placement": res.rank_placement}
 
     def start_agents(self, student: bool, teachers: list[tuple[str | None, ModelSpec]]) -> list[str]:
         """Reserve resources for these agents as one placement group, then start their actors (in
@@ -127,10 +128,9 @@ class OrchestratorCore:
                 name = f"teacher_{int(name.split('_')[1]) + 1}"
             taken.add(name)
             wanted[name] = (spec, self._resources("teacher"))
-        group, placed = reserve({n: r for n, (_, r) in wanted.items()}, self.config.ray.placement_timeout_s,
-                                self.config.placement.strategy)
-        if group is not None:  # None: placed inside an enclosing group (a sweep trial's), not ours
-            self.placement_groups.append(group)
+        groups, placed = reserve({n: r for n, (_, r) in wanted.items()}, self.config.ray.placement_timeout_s,
+                                 self.config.placement.strategy)
+        self.placement_groups.extend(groups)  # none when placed inside an enclosing group (a sweep trial's)
         for name, (spec, _) in wanted.items():
             if name in judges:
                 from agents.actor import RewardModelActor

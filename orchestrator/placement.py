@@ -3,7 +3,9 @@
 Without this, an agent actor asking for a GPU the cluster does not have waits forever. A placement
 group per batch of agents (all agents at setup, one per teacher added later) is either granted
 within `ray.placement_timeout_s` or removed, with an error that names what was asked and what the
-cluster has. Each agent is then pinned to its own bundle.
+cluster has. Each agent is then pinned to its own bundle. A sharded agent (`ranks` > 1) gets a
+group of its own, one bundle per rank holding `num_gpus / ranks` and `num_cpus / ranks`, placed by
+its `rank_placement` (PACK keeps an agent's ranks on one node where they fit).
 """
 from __future__ import annotations
 
@@ -21,22 +23,68 @@ class PlacementError(BadInput, RuntimeError):
 
 
 def bundle(resources: dict) -> dict[str, float]:
-    """One actor's placement bundle from its `num_cpus` / `num_gpus` and custom node resources."""
-    wanted = {"CPU": float(resources.get("num_cpus", 0.0)), "GPU": float(resources.get("num_gpus", 0.0)),
-              **{name: float(amount) for name, amount in (resources.get("custom") or {}).items()}}
+    """One actor's placement bundle from its `num_cpus` / `num_gpus` and custom node resources
+    (a rank's share of them for a sharded agent)."""
+    ranks = max(1, int(resources.get("ranks", 1)))
+    wanted = {"CPU": float(resources.get("num_cpus", 0.0)) / ranks, "GPU": float(resources.get("num_gpus", 0.0)) / ranks,
+              **{name: float(amount) / ranks for name, amount in (resources.get("custom") or {}).items()}}
     wanted = {k: v for k, v in wanted.items() if v > 0}
     return wanted or {"CPU": 0.01}  # a bundle must reserve something
 
 
-def reserve(agents: dict[str, dict], timeout_s: float, strategy: str = "PACK") -> tuple[Any, dict[str, dict]]:
-    """Reserve one bundle per agent; return the group and each agent's resources with its strategy.
+def ranks_of(resources: dict) -> int:
+    return max(1, int(resources.get("ranks", 1)))
+
+
+def reserve(agents: dict[str, dict], timeout_s: float, strategy: str = "PACK") -> tuple[list[Any], dict[str, Any]]:
+    """Reserve one bundle per agent (per rank for a sharded agent); return the groups made and each
+    agent's resources with its scheduling strategy: a dict, or a list of one per rank for a sharded
+    agent.
 
     Inside a placement group already (a sweep trial: Tune reserved the whole run's bundles, the
-    trial process holding bundle 0), the agents take that group's next bundles instead, and the
-    returned group is None (it is not this run's to remove)."""
+    trial process holding bundle 0), the agents take that group's next bundles instead, and no
+    group is returned (it is not this run's to remove)."""
     current = get_current_placement_group()
     if current is not None:
-        return None, _place_in(current, agents)
+        return [], _place_in(current, agents)
+    single = {n: r for n, r in agents.items() if ranks_of(r) == 1}
+    groups: list[Any] = []
+    placed: dict[str, Any] = {}
+    try:
+        if single:
+            group, placed_single = _reserve_group(single, timeout_s, strategy)
+            groups.append(group)
+            placed.update(placed_single)
+        for name, resources in agents.items():
+            if ranks_of(resources) > 1:
+                placed[name] = _reserve_ranks(name, resources, timeout_s, groups)
+    except PlacementError:
+        for group in groups:
+            remove_placement_group(group)
+        raise
+    return groups, {n: placed[n] for n in agents}
+
+
+def _reserve_ranks(name: str, resources: dict, timeout_s: float, groups: list) -> list[dict]:
+    """A sharded agent's own group: one bundle per rank, spread by its `rank_placement`."""
+    ranks = ranks_of(resources)
+    wanted = bundle(resources)
+    strategy = resources.get("rank_placement", "PACK")
+    group = placement_group([dict(wanted) for _ in range(ranks)], strategy=strategy)
+    ready, _ = ray.wait([group.ready()], timeout=timeout_s)
+    if not ready:
+        remove_placement_group(group)
+        have = ray.cluster_resources()
+        raise PlacementError(
+            f"the cluster cannot fit agent {name} as {ranks} ranks of {wanted} each (rank_placement {strategy}): it has "
+            f"{have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU on {len([n for n in ray.nodes() if n.get('Alive')])} "
+            f"nodes; lower its ranks or resources, relax rank_placement or add nodes (waited {timeout_s:g}s)")
+    groups.append(group)
+    return [dict(resources, scheduling_strategy=PlacementGroupSchedulingStrategy(
+        placement_group=group, placement_group_bundle_index=rank)) for rank in range(ranks)]
+
+
+def _reserve_group(agents: dict[str, dict], timeout_s: float, strategy: str) -> tuple[Any, dict[str, dict]]:
     names = list(agents)
     bundles = [bundle(agents[n]) for n in names]
     group = placement_group(bundles, strategy=strategy)
@@ -70,15 +118,18 @@ def _custom_note(bundles: list[dict[str, float]], have: dict[str, float]) -> str
 _next_bundle: dict[str, int] = {}  # placement group id -> next free bundle (0 is the caller's own)
 
 
-def _place_in(group: Any, agents: dict[str, dict]) -> dict[str, dict]:
+def _place_in(group: Any, agents: dict[str, dict]) -> dict[str, Any]:
     key = group.id.hex()
-    placed = {}
+    placed: dict[str, Any] = {}
     for name, resources in agents.items():
-        index = _next_bundle.get(key, 1)
-        if index >= group.bundle_count:
-            raise PlacementError(f"agent {name}: the enclosing placement group has {group.bundle_count} bundles and all are "
-                                 f"taken; size it for every agent of the run (one bundle each, after the caller's)")
-        _next_bundle[key] = index + 1
-        placed[name] = dict(resources, scheduling_strategy=PlacementGroupSchedulingStrategy(
-            placement_group=group, placement_group_bundle_index=index))
+        ranks = []
+        for _ in range(ranks_of(resources)):
+            index = _next_bundle.get(key, 1)
+            if index >= group.bundle_count:
+                raise PlacementError(f"agent {name}: the enclosing placement group has {group.bundle_count} bundles and all are "
+                                     f"taken; size it for every agent of the run (one bundle per agent rank, after the caller's)")
+            _next_bundle[key] = index + 1
+            ranks.append(dict(resources, scheduling_strategy=PlacementGroupSchedulingStrategy(
+                placement_group=group, placement_group_bundle_index=index)))
+        placed[name] = ranks if len(ranks) > 1 else ranks[0]
     return placed

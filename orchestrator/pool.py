@@ -8,6 +8,11 @@ of (stage wall time vs the slowest actor = orchestration overhead).
 When an actor dies mid-stage, the pool starts a fresh one for that agent, restores its adapters
 from the last state it saved (a round checkpoint or the pool's own snapshot), and redoes only that
 agent's call; after `max_failures` restarts in a run it gives up with an error naming the agent.
+
+A sharded agent (`ranks` > 1, agents.sharding) is N rank actors that get every call together; its
+answer is rank 0's. They start together (rank 0 reports an address, all join its process group),
+and when one rank dies, hangs or loses its peers, the whole group is replaced and restored, and
+the call redone, counted as one failure of that agent.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from agents.actor import AgentActor
 from orchestrator.calls import Call
@@ -62,8 +67,10 @@ class AgentPool:
         self.stage_timeout_s = stage_timeout_s
         self.max_failures = max_failures
         self.progress = progress
-        self.handles: dict[str, Any] = {}
-        self.specs: dict[str, tuple[Any, dict, Any]] = {}  # name -> (spec, resources, actor class)
+        self.handles: dict[str, Any] = {}  # agent -> its actor (rank 0 of a sharded agent)
+        self.ranks: dict[str, list[Any]] = {}  # agent -> all its actors, rank 0 first (one if unsharded)
+        self.specs: dict[str, tuple[Any, Any, Any]] = {}  # name -> (spec, resources (a list per rank if sharded), actor class)
+        self.reserved_adapters: tuple[str, ...] = ()  # adapters a sharded agent creates before sharding (the algorithm's)
         self.restore_dirs: dict[str, str] = {}  # agent -> directory its adapters are restored from
         self.failures: dict[str, int] = {}
 
@@ -74,14 +81,29 @@ class AgentPool:
         `actor_class` defaults to `AgentActor`; the run's reward model uses `RewardModelActor`."""
         actor_class = actor_class or AgentActor
         self.specs[name] = (spec, resources, actor_class)
-        self.handles[name] = self._create(name, spec, resources, actor_class)
+        self._create_agent(name)
 
-    def _create(self, name: str, spec: Any, resources: dict, actor_class: Any):
-        options = dict(name=f"{self.run_id}:{name}", namespace=self.namespace, lifetime=None,
-                       num_cpus=resources.get("num_cpus", 0.5), num_gpus=resources.get("num_gpus", 0.0),
+    def _create_agent(self, name: str) -> None:
+        """Its actor, or a sharded agent's rank actors joined into one process group (non-blocking:
+        the join runs in the actors before their first call)."""
+        spec, resources, actor_class = self.specs[name]
+        if not isinstance(resources, list):
+            self.handles[name] = self._create(name, spec, resources, actor_class)
+            self.ranks[name] = [self.handles[name]]
+            return
+        actors = [self._create(name, spec, res, actor_class, rank) for rank, res in enumerate(resources)]
+        address = actors[0].rendezvous.remote()  # resolved by Ray before the joins run
+        for rank, actor in enumerate(actors):
+            actor.join_group.remote(rank, len(actors), address, self.reserved_adapters, self.stage_timeout_s)
+        self.handles[name], self.ranks[name] = actors[0], actors
+
+    def _create(self, name: str, spec: Any, resources: dict, actor_class: Any, rank: int = 0):
+        share = max(1, int(resources.get("ranks", 1)))  # a rank holds its share of the agent's resources
+        options = dict(name=f"{self.run_id}:{name}" + (f":rank{rank}" if rank else ""), namespace=self.namespace, lifetime=None,
+                       num_cpus=resources.get("num_cpus", 0.5) / share, num_gpus=resources.get("num_gpus", 0.0) / share,
                        max_restarts=0, max_concurrency=1)
         if resources.get("custom"):
-            options["resources"] = dict(resources["custom"])
+            options["resources"] = {k: v / share for k, v in resources["custom"].items()}
         if resources.get("scheduling_strategy") is not None:
             options["scheduling_strategy"] = resources["scheduling_strategy"]
         return actor_class.options(**options).remote(name, spec, self.cache_dir,
@@ -92,38 +114,40 @@ class AgentPool:
     def names(self) -> list[str]:
         return list(self.handles)
 
-    def kill(self, name: str) -> None:
-        ray.kill(self.handles[name], no_restart=True)
+    def kill(self, name: str, rank: int = 0) -> None:
+        ray.kill(self.ranks[name][rank], no_restart=True)
 
-    def shutdown(self) -> None:
-        for handle in self.handles.values():
+    def _kill_all(self, name: str) -> None:
+        for handle in self.ranks.get(name, [self.handles[name]]):
             try:
                 ray.kill(handle, no_restart=True)
             except Exception:  # noqa: BLE001 - already gone
                 pass
-        self.handles.clear()
 
-    def _recover(self, name: str, stage: str, error: Exception) -> None:
+    def shutdown(self) -> None:
+        for name in list(self.handles):
+            self._kill_all(name)
+        self.handles.clear()
+        self.ranks.clear()
+
+    def _recover(self, name: str, stage: str, error: Exception, rank: int | None = None) -> None:
         """Replace a dead (or hung) actor and restore its adapters. A replacement that dies while
         restoring (placed on a node that is itself going away, before Ray has declared it dead) is
         one more failure and is replaced again, each counted against `max_failures`."""
+        rank_note = f" (rank {rank} of {len(self.ranks[name])})" if rank is not None and len(self.ranks.get(name, ())) > 1 else ""
         while True:
             self.failures[name] = self.failures.get(name, 0) + 1
             if self.failures[name] > self.max_failures:
-                raise StageError(f"stage {stage}: agent {name} failed {self.failures[name]} times "
+                raise StageError(f"stage {stage}: agent {name}{rank_note} failed {self.failures[name]} times "
                                  f"(ray.max_failures={self.max_failures}); last error: {str(error).splitlines()[0]}") from error
-            log.warning("agent %s died in stage %s (%s); restarting it (failure %d of %d allowed)",
-                        name, stage, type(error).__name__, self.failures[name], self.max_failures)
-            try:
-                ray.kill(self.handles[name], no_restart=True)
-            except Exception:  # noqa: BLE001
-                pass
-            spec, resources, actor_class = self.specs[name]
-            self.handles[name] = self._create(name, spec, resources, actor_class)
+            log.warning("agent %s%s died in stage %s (%s); restarting it (failure %d of %d allowed)",
+                        name, rank_note, stage, type(error).__name__, self.failures[name], self.max_failures)
+            self._kill_all(name)  # a sharded agent restarts as a whole group: its ranks share one process group
+            self._create_agent(name)
             if name not in self.restore_dirs:
                 return
             try:
-                ray.get(self.handles[name].load.remote(self.restore_dirs[name]), timeout=self.stage_timeout_s)
+                ray.get([actor.load.remote(self.restore_dirs[name]) for actor in self.ranks[name]], timeout=self.stage_timeout_s)
                 return
             except (RayActorError, GetTimeoutError) as exc:
                 if getattr(exc, "actor_init_failed", False):
@@ -141,12 +165,21 @@ class AgentPool:
         results: dict[str, Any] = {}
         actor_s: dict[str, float] = {}
         actor_cpu_s: dict[str, float] = {}
-        pending: dict[Any, str] = {}
+        pending: dict[Any, tuple[str, int]] = {}  # call ref -> (agent, rank)
+        answers: dict[str, dict[int, tuple[Any, float, float]]] = {}  # a sharded agent's ranks that answered
 
         def submit(agent: str) -> None:
             call = calls[agent]
-            ref = self.handles[agent].call.remote(call.method, *call.args, _threads=call.threads, **(call.kwargs or {}))
-            pending[ref] = agent
+            answers[agent] = {}
+            for rank, actor in enumerate(self.ranks[agent]):
+                ref = actor.call.remote(call.method, *call.args, _threads=call.threads, **(call.kwargs or {}))
+                pending[ref] = (agent, rank)
+
+        def redo(agent: str, error: Exception, rank: int) -> None:
+            for ref in [r for r, (a, _) in pending.items() if a == agent]:  # its other ranks' calls die with it
+                del pending[ref]
+            self._recover(agent, stage, error, rank)
+            submit(agent)
 
         for agent in calls:
             if agent not in self.handles:
@@ -156,27 +189,34 @@ class AgentPool:
         while pending:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:  # a hung actor is treated like a dead one: restart it, redo its call
-                slow = sorted(set(pending.values()))
-                pending.clear()
-                for agent in slow:
-                    self._recover(agent, stage, TimeoutError(f"no answer within {timeout_s:g}s"))
-                    submit(agent)
+                slow = sorted({agent: rank for agent, rank in pending.values()}.items())
+                for agent, rank in slow:
+                    redo(agent, TimeoutError(f"no answer within {timeout_s:g}s"), rank)
                 deadline = time.perf_counter() + timeout_s
                 continue
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=remaining)
             for ref in ready:
-                agent = pending.pop(ref)
+                if ref not in pending:  # dropped by a group restart while waiting
+                    continue
+                agent, rank = pending.pop(ref)
                 try:
-                    value, seconds, cpu_seconds = ray.get(ref, timeout=60)
+                    answers[agent][rank] = ray.get(ref, timeout=60)
                 except (RayActorError, GetTimeoutError) as exc:
                     if getattr(exc, "actor_init_failed", False):  # its constructor raised (a bad model path...): a restart would too
                         raise AgentStartError(f"stage {stage}: agent {agent} could not start: {init_error_line(exc)}") from None
-                    self._recover(agent, stage, exc)
-                    submit(agent)
+                    redo(agent, exc, rank)
                     continue
-                results[agent] = value
-                actor_s[agent] = seconds
-                actor_cpu_s[agent] = cpu_seconds
+                except RayTaskError as exc:
+                    if len(self.ranks[agent]) > 1 and lost_peer(exc):  # a peer rank died under a collective
+                        redo(agent, exc, rank)
+                        continue
+                    raise
+                if len(answers[agent]) < len(self.ranks[agent]):
+                    continue
+                ranked = answers.pop(agent)
+                results[agent] = ranked[0][0]  # every rank computed it; rank 0 speaks for the agent
+                actor_s[agent] = max(seconds for _, seconds, _ in ranked.values())
+                actor_cpu_s[agent] = sum(cpu for _, _, cpu in ranked.values())
                 if self.progress:
                     self.progress(stage, len(results))
         return StageResult(results, actor_s, time.perf_counter() - start, actor_cpu_s)
@@ -186,3 +226,16 @@ def init_error_line(exc: RayActorError) -> str:
     """The exception an actor's constructor raised, as its one last line (`module.Type: message`)."""
     lines = [line for line in str(exc.error_msg).splitlines() if line.strip() and not line.startswith(" ")]
     return lines[-1] if lines else type(exc).__name__
+
+
+DIST_ERRORS = ("DistError", "DistBackendError", "DistNetworkError", "DistStoreError")
+
+
+def lost_peer(exc: RayTaskError) -> bool:
+    """Whether a rank's call failed because the process group broke (a peer rank died or hung):
+    torch.distributed's own error types, or gloo's transport errors, which arrive as RuntimeError."""
+    cause = getattr(exc, "cause", None)
+    if cause is not None and any(c.__name__ in DIST_ERRORS for c in type(cause).__mro__):
+        return True
+    text = str(cause if cause is not None else exc)
+    return "gloo" in text.lower() or "Connection closed by peer" in text or "NCCL" in text

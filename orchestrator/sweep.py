@@ -46,7 +46,8 @@ def trial_bundles(config: RunConfig) -> list[dict[str, float]]:
     from orchestrator.placement import bundle
 
     res = config.resources
-    return [bundle({"num_cpus": res.orchestrator_cpus})] + [bundle(asdict(getattr(res, role))) for role in config.actor_roles()]
+    return [bundle({"num_cpus": res.orchestrator_cpus})] + [
+        bundle(asdict(getattr(res, role))) for role in config.actor_roles() for _ in range(getattr(res, role).ranks)]
 
 
 def default_concurrency(configs) -> int | None:

@@ -66,6 +66,9 @@ class Algorithm(ABC):
 
     name: ClassVar[str]
     can_add_teachers: ClassVar[bool] = True  # may `add_teacher` bring a new teacher in between rounds?
+    # adapters besides `default` this method makes on its agents: a sharded agent creates them
+    # before FSDP shards its model (parameters cannot be added to a sharded model afterwards)
+    adapters: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, controller: Controller):
         self.ctl = controller

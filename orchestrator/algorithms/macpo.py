@@ -23,6 +23,7 @@ def _sft(prompts, responses) -> list[dict]:
 
 @register
 class MACPO(Algorithm):
+    adapters = ("negative", "ceiling")
     name = "macpo"
 
     def __init__(self, controller):

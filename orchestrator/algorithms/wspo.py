@@ -35,6 +35,7 @@ class TokenizerMismatch(BadInput):
 class WSPO(Algorithm):
     name = "wspo"
     can_add_teachers = False  # one weak model
+    adapters = ("aligned", "sft_baseline", "dpo_baseline")
 
     def __init__(self, controller):
         super().__init__(controller)
