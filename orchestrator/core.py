@@ -254,7 +254,8 @@ class OrchestratorCore:
                          nodes={name: info.get("node_id") for name, info in infos.items()},
                          cpu={name: {"nice": info.get("nice"), "scheduler": info.get("scheduler"),
                                     "torch_threads": info.get("torch_threads")}
-                              for name, info in infos.items() if "nice" in info})
+                              for name, info in infos.items() if "nice" in info},
+                         ranks={name: info["rank_nodes"] for name, info in infos.items() if "rank_nodes" in info})
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, agents: list[str] | None = None, extra: dict[str, tuple[str, str]] | None = None,

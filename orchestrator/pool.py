@@ -215,6 +215,8 @@ class AgentPool:
                     continue
                 ranked = answers.pop(agent)
                 results[agent] = ranked[0][0]  # every rank computed it; rank 0 speaks for the agent
+                if calls[agent].method == "info" and len(ranked) > 1:  # where each rank runs (placement log)
+                    results[agent] = dict(ranked[0][0], rank_nodes=[ranked[r][0]["node_id"] for r in sorted(ranked)])
                 actor_s[agent] = max(seconds for _, seconds, _ in ranked.values())
                 actor_cpu_s[agent] = sum(cpu for _, _, cpu in ranked.values())
                 if self.progress:

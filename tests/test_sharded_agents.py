@@ -1,0 +1,68 @@
+"""Sharded agents on Ray (`resources.<role>.ranks`): the default world with a two-rank FSDP2
+student reproduces the published reference run, survives a rank killed mid-training, and bad
+`ranks` settings are refused before any model loads. (The agent-level equalities: test_sharding;
+ranks on two nodes: test_multinode.)"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from benchmarks.reference_run import REFERENCE, TOLERANCE, max_difference
+from orchestrator import load_config
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def test_a_two_rank_student_reproduces_the_reference_run_through_a_killed_rank(ray_cluster, tmp_path):
+    from orchestrator.core import OrchestratorCore
+
+    run_dir = tmp_path / "run"
+    core = OrchestratorCore(load_config(None, ["seed=0", "progress=false", f"output_dir={run_dir}",
+                                               "resources.student.ranks=2", "ray.max_failures=1"]))
+    try:
+        core.setup()
+        infos = [ray_cluster.get(actor.info.remote()) for actor in core.pool.ranks["student"]]
+        assert [i["rank"] for i in infos] == [0, 1] and infos[0]["pid"] != infos[1]["pid"]
+        killed = threading.Event()
+
+        def kill_rank_one_while_the_student_trains():
+            while "train" not in (core.current_stage or "").split(" + "):  # the student's MACPO training, round 1
+                time.sleep(0.005)
+            time.sleep(0.3)
+            os.kill(infos[1]["pid"], signal.SIGKILL)
+            killed.set()
+
+        threading.Thread(target=kill_rank_one_while_the_student_trains, daemon=True).start()
+        summary = core.run()
+        assert killed.is_set()
+        assert core.pool.failures == {"student": 1}  # the group restarted once, from its last snapshot
+        new = [ray_cluster.get(actor.info.remote())["pid"] for actor in core.pool.ranks["student"]]
+        assert not {i["pid"] for i in infos} & set(new)  # both ranks replaced: they share one process group
+    finally:
+        core.shutdown()
+    difference, problems = max_difference(json.loads(REFERENCE.read_text()), summary)
+    assert not problems and difference <= TOLERANCE, (difference, problems)
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [e["round"] for e in events if e["event"] == "round"] == [0, 1, 2]  # each logged once
+    placed = next(e for e in events if e["event"] == "placement")
+    assert len(placed["ranks"]["student"]) == 2
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["resources.student.ranks=0"], "resources.student.ranks=0: a positive integer"),
+    (["resources.student.ranks=1.5"], "resources.student.ranks"),
+    (["resources.student.num_gpus=8", "resources.student.ranks=3"], "must divide resources.student.num_gpus=8"),
+    (["resources.student.ranks=2", "student.device_map=auto"], "student.device_map='auto': a sharded agent"),
+    (["resources.student.ranks=2", "student.backend=vllm"], "student.backend='vllm': a sharded agent"),
+    (["resources.student.rank_placement=EVERYWHERE"], "resources.student.rank_placement"),
+])
+def test_bad_ranks_are_one_line_before_any_model_loads(overrides, message):
+    from orchestrator.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        load_config(None, overrides)
