@@ -135,6 +135,8 @@ class Agent:
         torch.manual_seed(derive_seed(seed, name, "lora_init"))  # per run seed and agent
         if not self.spec.device_map:
             base = base.to(self.device)
+        if self.spec.gradient_checkpointing:  # active in train mode only: scoring and generation are unchanged
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = get_peft_model(base, self.lora_config, adapter_name="default")
         self.model.eval()
         self.backend = make_backend(self.spec.backend, self.model_path, self.spec, max_new_tokens)

@@ -194,15 +194,20 @@ class MemoryEstimate:
         return None
 
 
-def activation_bytes_per_token(shape: ModelShape, width: int) -> float:
+def activation_bytes_per_token(shape: ModelShape, width: int, checkpointing: bool = False) -> float:
     """Stored activations of one training token over all layers, without recomputation.
 
     Per layer, in 16-bit units of the hidden size h (Korthikanti et al. 2022): attention 11h and the
     two norms 4h; the MLP from its real shape instead of their 4h-GeLU constant: its input 2h and a
     gated (SwiGLU) MLP's four intermediate-wide tensors (gate, up, activation, product: 8 x
     intermediate), so Llama's 3.5h-wide MLP costs what it costs. Plus the logits: 16-bit, their
-    float32 copy and its log-softmax (10 bytes per vocabulary entry)."""
+    float32 copy and its log-softmax (10 bytes per vocabulary entry).
+
+    With `checkpointing` (spec.gradient_checkpointing) each layer keeps only its input, and one
+    layer's activations exist at a time, recomputed in backward."""
     per_layer = (17 * shape.hidden + 8 * shape.intermediate) * width / 2
+    if checkpointing:
+        return shape.layers * shape.hidden * width + per_layer + 10 * shape.vocab
     return shape.layers * per_layer + 10 * shape.vocab
 
 
@@ -216,14 +221,29 @@ def scoring_bytes(shape: ModelShape, width: int, tokens: int) -> float:
     return working + min(tokens, LOGIT_CHUNK_TOKENS) * shape.vocab * 8
 
 
-def estimate_memory(shape: ModelShape, spec, num_gpus: float, gpu_gib: float, sequences: int) -> MemoryEstimate:
+def estimate_memory(shape: ModelShape, spec, num_gpus: float, gpu_gib: float, sequences: int, ranks: int = 1) -> MemoryEstimate:
     """Per-GPU memory of an agent whose largest training forward pass holds `sequences` sequences of
     `spec.max_length` tokens (a DPO-family batch of b pairs: 2b), whose scoring passes hold
-    `spec.score_token_budget` tokens, with a vLLM engine if its backend is vllm."""
-    n = max(1.0, float(num_gpus))
+    `spec.score_token_budget` tokens, with a vLLM engine if its backend is vllm.
+
+    `ranks` > 1: FSDP2 ranks, one GPU each (agents.sharding). Per rank: its shard of the weights,
+    plus two decoder layers gathered at once (the one computing and the one prefetched) and the
+    root's parameters (embeddings, LM head) held whole around generation and scoring; its share of
+    a training batch's sequences through every layer; a whole scoring pass (every rank scores every
+    batch in lockstep). LoRA weights and their AdamW state are a few MB and not counted."""
     width = BYTES_PER_PARAM.get(spec.dtype, 4)
+    checkpointing = bool(getattr(spec, "gradient_checkpointing", False))
+    if ranks > 1:
+        layer = (shape.params - shape.vocab * shape.hidden * (1 if shape.tied_embeddings else 2)) / shape.layers
+        root = shape.vocab * shape.hidden * (1 if shape.tied_embeddings else 2)
+        weights = shape.params * width / ranks + (2 * layer + root) * width
+        activations = -(-sequences // ranks) * spec.max_length * activation_bytes_per_token(shape, width, checkpointing)
+        return MemoryEstimate(weights_gib=weights / GIB, activations_gib=activations / GIB,
+                              scoring_gib=scoring_bytes(shape, width, spec.score_token_budget) / GIB,
+                              vllm_share_gib=0.0, vllm_weights_gib=0.0, gpu_gib=gpu_gib)
+    n = max(1.0, float(num_gpus))
     weights = shape.params * width
-    activations = sequences * spec.max_length * activation_bytes_per_token(shape, width)
+    activations = sequences * spec.max_length * activation_bytes_per_token(shape, width, checkpointing)
     scoring = scoring_bytes(shape, width, spec.score_token_budget)
     vllm = spec.backend == "vllm"
     share = spec.vllm_gpu_memory_utilization * gpu_gib if vllm else 0.0

@@ -479,11 +479,12 @@ def check_gpu_memory(config: RunConfig) -> list[str]:
         sequences = max((getattr(config.train, s).batch_size * (2 if s in _PAIR_STAGES else 1)
                          for s in role_stages(config, role)), default=1)
         size, assumed = gpu_gib(resources)
-        estimate = estimate_memory(shape, spec, resources.num_gpus, size, sequences)
+        estimate = estimate_memory(shape, spec, resources.num_gpus, size, sequences, resources.ranks)
         if (problem := estimate.problem()):
             raise ConfigError(
                 f"{key}: {spec.name_or_path} on {resources.num_gpus:g} x {size:g} GiB GPUs "
-                f"(resources.{role}{'; GPU size assumed, none visible here' if assumed else ''}) {problem}; give it more GPUs, a smaller train batch_size with grad_accum, "
+                f"{f'as {resources.ranks} FSDP ranks ' if resources.ranks > 1 else ''}"
+                f"(resources.{role}{'; GPU size assumed, none visible here' if assumed else ''}) {problem}; give it more GPUs or ranks, a smaller train batch_size with grad_accum, "
                 f"a smaller score_token_budget or a smaller vllm_gpu_memory_utilization")
     return skipped
 

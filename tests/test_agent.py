@@ -213,3 +213,15 @@ def test_dpo_from_an_sft_adapter_is_referenced_to_it_with_round_start(fresh):
     to_base = fresh.train(pairs, "dpo", {**first_step, "reference": "base"}, adapter="aligned2", init_from="default")
     assert to_sft["loss"] == pytest.approx(math.log(2), abs=1e-5) and to_sft["reward_margin"] == pytest.approx(0, abs=1e-5)
     assert abs(to_base["reward_margin"]) > 1e-3
+
+
+def test_gradient_checkpointing_trains_to_the_same_adapter(cache_dir, tiny_spec):
+    """Recomputing activations in backward changes memory, not the update."""
+    examples = [{"prompt": p, "response": a} for p, a in zip(PROMPTS, ANSWERS)]
+    cfg = {"lr": 1e-2, "batch_size": 2, "epochs": 1, "max_steps": 2}
+    plain = Agent("ckpt", tiny_spec(), cache_dir=cache_dir)
+    recomputed = Agent("ckpt", tiny_spec(gradient_checkpointing=True), cache_dir=cache_dir)
+    assert recomputed.model.base_model.model.is_gradient_checkpointing
+    assert plain.train(examples, "sft", cfg)["loss"] == pytest.approx(recomputed.train(examples, "sft", cfg)["loss"], abs=1e-6)
+    for key, value in plain.adapter_weights().items():
+        assert torch.allclose(recomputed.adapter_weights()[key], value, atol=1e-6), key

@@ -82,7 +82,12 @@ def test_shipped_configs_load_and_resolve(name):
     cfg = load_config(CONFIG_DIR / f"{name}.yaml")
     assert cfg.teachers.resolved()
     if name.startswith("macpo_"):
-        assert cfg.student.backend == "vllm" and cfg.resources.teacher.num_gpus >= 1
+        assert cfg.resources.teacher.num_gpus >= 1 and all(s.backend == "vllm" for s in cfg.teachers.specs)
+        # the 70B student: 8 FSDP2 ranks (not device_map), decoding with transformers, each rank a
+        # whole share of every training batch
+        assert cfg.resources.student.ranks == 8 == cfg.resources.student.num_gpus and not cfg.student.device_map
+        assert cfg.student.backend == "hf" and cfg.student.gradient_checkpointing
+        assert cfg.train.student_sft.batch_size % 8 == 0 and cfg.train.student_macpo.batch_size % 8 == 0
         assert cfg.train.student_macpo.beta == 0.1 and cfg.train.student_macpo.nll_weight == 0.2
         assert cfg.student.lora.r == 8 and cfg.student.lora.alpha == 16
         assert cfg.sampling.temperature == 0.95 and cfg.sampling.top_p == 0.7 and cfg.sampling.top_k == 50

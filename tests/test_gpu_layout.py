@@ -53,9 +53,14 @@ def paper_config(name, stand_ins, *overrides):
 @pytest.mark.parametrize("name", ["macpo_hh_helpful", "macpo_hh_harmless", "macpo_pku_saferlhf"])
 def test_paper_layouts_fit_and_the_old_one_is_refused(name, stand_ins):
     assert check_gpu_memory(paper_config(name, stand_ins)) == []
-    # the layout the configs had: the 70B student on 4 GPUs, its training copy beside vLLM's
+    # an older layout: the 70B student as one actor on 4 GPUs (device_map), its training copy beside vLLM's
+    old = ["resources.student.ranks=1", "resources.student.num_gpus=4", "student.device_map=auto", "student.backend=vllm",
+           "student.vllm_gpu_memory_utilization=0.35", "student.gradient_checkpointing=false"]
     with pytest.raises(ConfigError, match=r"^student: .*llama2-70b on 4 x 80 GiB GPUs \(resources.student[;)]"):
-        check_gpu_memory(paper_config(name, stand_ins, "resources.student.num_gpus=4"))
+        check_gpu_memory(paper_config(name, stand_ins, *old))
+    # FSDP2 ranks too few for the weights: the error names the rank count
+    with pytest.raises(ConfigError, match=r"^student: .*llama2-70b on 2 x 80 GiB GPUs as 2 FSDP ranks \(resources.student"):
+        check_gpu_memory(paper_config(name, stand_ins, "resources.student.num_gpus=2", "resources.student.ranks=2"))
     # whole batches of 16 pairs in one forward pass cannot fit a 7B teacher's GPU
     with pytest.raises(ConfigError, match=r"^teachers.specs.0: .*llama2-7b on 1 x 80 GiB GPUs .*activations"):
         check_gpu_memory(paper_config(name, stand_ins, "train.teacher_macpo.batch_size=16"))
