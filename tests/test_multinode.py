@@ -1,7 +1,8 @@
 """A MACPO round on a real multi-node Ray cluster on this machine (a head and two worker nodes,
 each its own raylet, via `ray.cluster_utils.Cluster`) with the run directory on an S3 server: the
-agents land on different nodes, the student on the node that carries its custom resource, and
-nothing relies on a path only one node sees; and a node lost mid-round costs no committed round."""
+teachers land on different nodes, the student is two FSDP2 ranks on the two nodes that carry its
+custom resource (one process group across nodes), and nothing relies on a path only one node sees;
+and a node lost mid-round costs no committed round."""
 from __future__ import annotations
 
 import json
@@ -27,10 +28,10 @@ from orchestrator.api import run
 
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"head_node": 1}})
 for name in ("node_a", "node_b"):
-    cluster.add_node(num_cpus=1, resources={name: 1})
+    cluster.add_node(num_cpus=1, resources={name: 1, "student_node": 1})
 cluster.wait_for_nodes()
 ray.init(address=cluster.address, namespace="w2s-multinode")
-nodes = {n["NodeID"]: sorted(k for k in n["Resources"] if k.endswith(("_node", "node_a", "node_b"))) for n in ray.nodes()}
+nodes = {n["NodeID"]: sorted(k for k in n["Resources"] if k in ("head_node", "node_a", "node_b")) for n in ray.nodes()}
 try:
     summary = run(load_config(None, sys.argv[1:]))
     print("RESULT " + json.dumps({"nodes": nodes, "rounds": [r["round"] for r in summary["rounds"]]}))
@@ -46,7 +47,8 @@ def test_a_round_across_three_nodes_with_the_run_on_s3(s3, tmp_path, cache_dir, 
 
     uri = "s3://runs/multinode"
     args = [*TINY_RUN, "teachers.count=2", "baselines.strong_ceiling=false", "rounds=1", f"output_dir={uri}",
-            f"cache_dir={cache_dir}", f"placement.strategy={strategy}", "resources.student.custom={node_a: 1}"]
+            f"cache_dir={cache_dir}", f"placement.strategy={strategy}", "resources.student.custom={student_node: 1}",
+            "resources.student.ranks=2", "resources.student.rank_placement=STRICT_SPREAD"]
     env = dict(os.environ, PYTHONPATH=str(ROOT), **s3["env"])
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT), *args], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=500)
@@ -60,8 +62,10 @@ def test_a_round_across_three_nodes_with_the_run_on_s3(s3, tmp_path, cache_dir, 
     assert placed["strategy"] == strategy
     where = placed["nodes"]  # agent -> node id
     assert set(where) == {"student", "teacher_0", "teacher_1"}
-    assert len(set(where.values())) == 3, where  # one agent per node
-    assert result["nodes"][where["student"]] == ["node_a"]  # pinned by its custom resource
+    assert where["teacher_0"] != where["teacher_1"], where  # the agents' group: one per node
+    ranks = placed["ranks"]["student"]  # rank 0 first
+    assert ranks[0] == where["student"] and len(set(ranks)) == 2, ranks  # one process group over two nodes
+    assert sorted(result["nodes"][node][0] for node in ranks) == ["node_a", "node_b"]  # pinned by its custom resource
     for name in ("round_0", "round_1"):  # written by agents on three nodes, committed by the orchestrator
         assert fs.exists(f"runs/multinode/checkpoints/{name}/COMMITTED")
         assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"runs/multinode/checkpoints/{name}")) == \
