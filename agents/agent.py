@@ -149,7 +149,8 @@ class Agent:
     # ------------------------------------------------------------------ sharding
     @property
     def sharded(self) -> bool:
-        return self.rank_info is not None and self.rank_info.world_size > 1
+        """Whether FSDP2 holds the model (join_group), even as one rank of one."""
+        return self.rank_info is not None
 
     @property
     def writes_files(self) -> bool:
@@ -163,8 +164,6 @@ class Agent:
         join the process group and shard the model with FSDP2."""
         from agents import sharding
 
-        if info.world_size < 2:
-            return
         for adapter in reserved_adapters:
             if adapter not in self.model.peft_config:
                 self.model.add_adapter(adapter, copy.deepcopy(self.model.peft_config["default"]))

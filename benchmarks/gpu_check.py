@@ -16,7 +16,10 @@ CUDA float32 and CPU float32 - and checks:
   memory must stay under `SCORING_PEAK_GIB`;
 * a new adapter version takes effect in generation: after the adapter is trained towards a fixed
   probe answer, greedy generation changes and the probe's log-prob under the generated answers'
-  adapter rises (a backend serving the stale version would not move).
+  adapter rises (a backend serving the stale version would not move);
+* FSDP2 on one rank (agents.sharding: NCCL on CUDA, gloo on CPU): a 1-rank sharded agent's DPO
+  training gives the plain agent's losses and adapter (within float32 summation order, or bf16's
+  rounding against the size of the update).
 
     python benchmarks/gpu_check.py                 # writes benchmarks/results/gpu_check.json
     python benchmarks/gpu_check.py --device cpu    # the same steps on CPU (a dry run; CI uses it)
@@ -181,6 +184,8 @@ def run_check(device: str, dtype: str, hidden: int, layers: int, n_pairs: int, n
                                               "losses_finite": losses_finite, "ok": moved > 0 and losses_finite}
         checks["token_budget_scoring"] = scoring_check(Path(tmp) / "big-vocab", device, dtype)
         checks["new_adapter_version_takes_effect"] = adapter_version_check(agent, prompts[:16], new_tokens)
+        del agent
+        checks["fsdp2_one_rank_equals_plain_agent"] = fsdp_check(path, device, dtype, prompts[:16], chosen[:16], rejected[:16])
         score_tokens = sum(before["n_tokens"])
         return {
             "device": device, "dtype": dtype, "params": params, "hidden": hidden, "layers": layers, "pairs": n_pairs,
@@ -250,6 +255,41 @@ def adapter_version_check(agent, prompts: list[str], new_tokens: int) -> dict:
     gain = sum(n - o for n, o in zip(new, old)) / len(prompts)
     return {"answers_changed": changed, "mean_logp_gain_of_new_answers": gain,
             "ok": changed > 0 and gain > 0}
+
+
+def fsdp_check(path: Path, device: str, dtype: str, prompts: list[str], chosen: list[str], rejected: list[str]) -> dict:
+    """The same DPO call on the plain agent and on a 1-rank FSDP2 agent of the same model."""
+    import socket
+
+    import torch
+
+    from agents.config import TrainConfig
+    from agents.sharding import RankInfo
+
+    examples = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in zip(prompts, chosen, rejected)]
+    config = TrainConfig(lr=1e-3, epochs=1, batch_size=4, max_steps=3)
+    plain = make_agent(path, device, dtype, max_length=256)
+    start = plain.adapter_weights()
+    plain_loss = plain.train(examples, "dpo", config)["loss"]
+    plain_weights = plain.adapter_weights()
+    del plain
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    sharded = make_agent(path, device, dtype, max_length=256)
+    sharded.join_group(RankInfo(0, 1, "127.0.0.1", port, timeout_s=300))
+    backend = torch.distributed.get_backend()
+    sharded_loss = sharded.train(examples, "dpo", config)["loss"]
+    sharded_weights = sharded.adapter_weights()
+    torch.distributed.destroy_process_group()
+    update = max(float((plain_weights[k].float() - start[k].float()).abs().max()) for k in start)
+    difference = max(float((plain_weights[k].float() - sharded_weights[k].float()).abs().max()) for k in start)
+    loss_difference = abs(plain_loss - sharded_loss)
+    exact = dtype == "float32"
+    ok = (loss_difference <= (1e-5 if exact else BF16_REL_TOL * abs(plain_loss))
+          and difference <= (1e-5 if exact else 0.1 * update) and update > 0)
+    return {"backend": backend, "loss_plain": plain_loss, "loss_fsdp2": sharded_loss, "loss_difference": loss_difference,
+            "adapter_update": update, "adapter_difference": difference, "ok": ok}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,8 @@ project's venv, e.g. `python benchmarks/teacher_scaling.py`.
 | `ci_speed.py` | `scripts/setup.sh` (and `--dev`) and `.ci/run` from fresh clones with empty caches, cold and warm model cache: seconds, pytest's closing line and slowest tests |
 | `bad_inputs.py` | every config key with a wrong type, unknown sub-keys and indices; broken config files, `config.yaml` on `--resume` and data files: how many were answered with one line and exit code 2, how many changed anything on disk |
 | `scoring_memory.py` | scoring memory at a 152k vocabulary (peak resident memory of scoring 1 to 64 rows of 1024 tokens, before and after memory-bounded scoring) and scoring tokens/s on the default world, before vs after |
-| `gpu_check.py` | the plain `Agent` (no Ray) on a CUDA GPU in bf16: log-probs against CPU float32, generation, a DPO and a MACPO step, tokens/s, token-budget scoring at a 152k vocabulary, a new adapter version taking effect |
+| `sharding_speed.py` | training tokens/s of a sharded agent: 1 rank against 2 FSDP2 ranks on this machine's cores, where the 2-rank call's time goes, and a projection of the 70B student's step on 8 GPUs as FSDP2 ranks against `device_map: auto` |
+| `gpu_check.py` | the plain `Agent` (no Ray) on a CUDA GPU in bf16: log-probs against CPU float32, generation, a DPO and a MACPO step, tokens/s, token-budget scoring at a 152k vocabulary, a new adapter version taking effect, a 1-rank FSDP2 agent against the plain one |
 """
 
 
@@ -245,6 +246,38 @@ def section_scoring(data: dict) -> list[str]:
     return lines
 
 
+def section_sharding(data: dict) -> list[str]:
+    """1 vs 2 FSDP2 ranks on CPU, where the time goes, and the 70B projection."""
+    lines = ["## Sharded agents: 1 rank against 2 FSDP2 ranks", "", machine_line(data), "",
+             f"`python benchmarks/sharding_speed.py`: SFT on a random Llama of {data['params'] / 1e6:.0f}M parameters, "
+             f"{data['examples']} sequences of ~250 tokens in batches of {data['batch_size']}, LoRA r=8 on q,v; the faster "
+             "of two interleaved runs per layout, each in fresh processes.", "",
+             "| layout | tokens/s | seconds | rank 0 busy |", "| --- | --- | --- | --- |"]
+    for layout in data["layouts"]:
+        lines.append(f"| {layout['layout']} | {layout['tokens_per_s']:,.0f} | {layout['seconds']:.1f} | "
+                     f"{100 * layout['cpu_s'] / layout['seconds']:.0f}% |")
+    two = data["layouts"][-1]
+    lines += ["", f"2 ranks / 1 rank with one thread = **{data['ratio_two_ranks_to_one_rank_one_thread']:.2f}** "
+              f"(the goal was 1.6); 2 ranks / 1 rank with both cores' threads = {data['ratio_two_ranks_to_one_rank_two_threads']:.2f}. "
+              f"Perfect scaling would take {data['two_ranks_ideal_s']:.1f} s; the 2-rank call took {two['seconds']:.1f} s. "
+              f"Under the profiler, gathering each layer's weights took {100 * data['two_ranks_all_gather_share']:.0f}% "
+              f"and reducing gradients {100 * data['two_ranks_reduce_share']:.0f}% of the call (both include waiting for "
+              f"the other rank; gloo on CPU does not overlap them with compute, as NCCL streams do on GPUs).", ""]
+    proj = data["projection_70b"]
+    assumed = proj["assumed"]
+    lines += ["**Projection, not a measurement**: the 70B student's optimizer step (16 MACPO pairs of 1024 tokens) on "
+              f"{assumed['gpus']} x 80 GB GPUs, assuming {assumed['gpu_bf16_tflops']:.0f} bf16 TFLOP/s per GPU at "
+              f"{100 * assumed['model_flops_utilisation']:.0f}% utilisation and {assumed['nvlink_gb_per_s_per_gpu']:.0f} GB/s "
+              f"of all-gather bandwidth per GPU; {assumed['note']}.", "",
+              "| layout | step seconds |", "| --- | --- |",
+              f"| one actor, `device_map: auto` (one GPU computes at a time) | {proj['device_map_step_s']:.1f} |",
+              f"| 8 FSDP2 ranks, gathers overlapped with compute | {proj['fsdp_step_s_overlapped']:.1f} |",
+              f"| 8 FSDP2 ranks, gathers not overlapped | {proj['fsdp_step_s_serial']:.1f} |", "",
+              f"FSDP2 over device_map: {proj['speedup_serial']:.1f}x to {proj['speedup_overlapped']:.1f}x "
+              "(projected; no multi-GPU run has been made here).", ""]
+    return lines
+
+
 def section_gpu(checks: list[dict]) -> list[str]:
     """The plain Agent on a GPU: agreement with CPU float32 and throughput, one row per model size."""
     lines = ["## GPU check (plain Agent, bf16 on CUDA)", "", machine_line(checks[0]), "",
@@ -315,6 +348,8 @@ def main() -> None:
         lines += section_scoring(data)
     if (data := load("bad_inputs")):
         lines += section_bad_inputs(data)
+    if (data := load("sharding_speed")):
+        lines += section_sharding(data)
     if (checks := [d for d in (load("gpu_check"), load("gpu_check_large")) if d]):
         lines += section_gpu(checks)
     else:

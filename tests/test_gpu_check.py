@@ -17,7 +17,9 @@ def test_dry_run_on_cpu_passes_every_check(tmp_path):
     result = json.loads(out.read_text())
     checks = result["checks"]
     assert set(checks) == {"logps_cpu_float32_vs_cpu_float32", "generation_returns_answers", "training_updates_adapter",
-                           "token_budget_scoring", "new_adapter_version_takes_effect"}
+                           "token_budget_scoring", "new_adapter_version_takes_effect", "fsdp2_one_rank_equals_plain_agent"}
+    fsdp = checks["fsdp2_one_rank_equals_plain_agent"]
+    assert fsdp["backend"] == "gloo" and fsdp["adapter_update"] > 0 and fsdp["adapter_difference"] <= 1e-5
     assert checks["token_budget_scoring"]["finite"] and checks["token_budget_scoring"]["vocab"] == 152064
     assert checks["new_adapter_version_takes_effect"]["answers_changed"] > 0
     # the figures themselves, not only the tool's own verdict
