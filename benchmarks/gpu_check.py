@@ -184,7 +184,7 @@ def run_check(device: str, dtype: str, hidden: int, layers: int, n_pairs: int, n
                                               "losses_finite": losses_finite, "ok": moved > 0 and losses_finite}
         checks["token_budget_scoring"] = scoring_check(Path(tmp) / "big-vocab", device, dtype)
         checks["new_adapter_version_takes_effect"] = adapter_version_check(agent, prompts[:16], new_tokens)
-        del agent
+        agent = None  # its GPU memory freed before the FSDP2 check loads two more agents
         checks["fsdp2_one_rank_equals_plain_agent"] = fsdp_check(path, device, dtype, prompts[:16], chosen[:16], rejected[:16])
         score_tokens = sum(before["n_tokens"])
         return {
