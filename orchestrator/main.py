@@ -27,6 +27,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", default=None, help="YAML run config (default: configs/default.yaml)")
     parser.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last complete round")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (credentials redacted) and exit, starting nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="validate the config and run its preflight (GPU memory, storage, extras) without Ray, then exit")
+    parser.add_argument("--debug", action="store_true", help="on failure, print the whole traceback too")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     return parser.parse_intermixed_args(argv)  # key=value may follow options
 
@@ -78,11 +83,52 @@ def one_line(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {message}"
 
 
+def write_error_log(run_dir: str | None, exc: BaseException) -> str | None:
+    """The whole traceback (a Ray task's remote one included) to `<run_dir>/error.log`, where the run
+    directory exists; the terminal keeps its one line. Returns where it went."""
+    import traceback
+
+    from agents import storage
+
+    if not run_dir or (storage.is_local(run_dir) and not os.path.isdir(storage.local_path(run_dir))):
+        return None
+    target = storage.join(run_dir, "error.log")
+    try:
+        storage.write_bytes(target, "".join(traceback.format_exception(exc)).encode())
+    except Exception:  # noqa: BLE001 - the one line already said what failed
+        return None
+    return target
+
+
+def inspect_config(args: argparse.Namespace) -> int:
+    """--print-config / --dry-run: load and check the config, start nothing, write nothing."""
+    import yaml
+
+    from orchestrator.config import ConfigError, preflight
+    from orchestrator.redaction import redact
+
+    try:
+        config = load_config(args.config, args.overrides)
+        if args.print_config:
+            print(yaml.safe_dump(redact(config.to_dict()), sort_keys=False), end="")
+        if args.dry_run:
+            preflight(config)
+            print(f"config ok: {config.algorithm}, {config.rounds} rounds, student {config.student.name_or_path} "
+                  f"({config.resources.student.ranks} rank{'s' if config.resources.student.ranks > 1 else ''}), "
+                  f"{config.teachers.count} teachers; preflight passed")
+    except (BadInput, ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.print_config or args.dry_run:
+        return inspect_config(args)
     try:
         if args.resume:
             from orchestrator.run_dir import RunDirectory
@@ -113,6 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - one clear line, never a traceback wall
         print(f"error: {one_line(exc)}", file=sys.stderr)
+        logged = None if is_bad_input(exc) else write_error_log(args.resume or config.output_dir, exc)
+        if logged:
+            print(f"traceback: {logged}", file=sys.stderr)
+        if args.debug:
+            import traceback
+
+            traceback.print_exception(exc, file=sys.stderr)
         return EXIT_BAD_INPUT if is_bad_input(exc) else EXIT_FAILED
     print()
     print(format_table(summary))

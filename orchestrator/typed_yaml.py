@@ -95,7 +95,11 @@ def from_mapping(cls: type, data: dict, prefix: str = "") -> Any:
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else str(key)
         if key not in fields:
-            raise ConfigError(f"{full}: unknown key (valid keys: {', '.join(sorted(fields))})")
+            import difflib
+
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"did you mean {prefix + '.' if prefix else ''}{close[0]}? " if close else ""
+            raise ConfigError(f"{full}: unknown key ({hint}valid keys: {', '.join(sorted(fields))})")
         factory = fields[key].default_factory
         if isinstance(value, dict) and factory is not dataclasses.MISSING:
             default = factory()

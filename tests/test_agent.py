@@ -221,7 +221,7 @@ def test_gradient_checkpointing_trains_to_the_same_adapter(cache_dir, tiny_spec)
     cfg = {"lr": 1e-2, "batch_size": 2, "epochs": 1, "max_steps": 2}
     plain = Agent("ckpt", tiny_spec(), cache_dir=cache_dir)
     recomputed = Agent("ckpt", tiny_spec(gradient_checkpointing=True), cache_dir=cache_dir)
-    assert recomputed.model.base_model.model.is_gradient_checkpointing
+    assert recomputed.model.base_model.model.is_activation_checkpointing
     assert plain.train(examples, "sft", cfg)["loss"] == pytest.approx(recomputed.train(examples, "sft", cfg)["loss"], abs=1e-6)
     for key, value in plain.adapter_weights().items():
         assert torch.allclose(recomputed.adapter_weights()[key], value, atol=1e-6), key

@@ -135,6 +135,47 @@ def test_cli_prints_one_line_and_exits_2_on_bad_config():
     assert lines == ["error: teachers.count=0: need at least one teacher"]
 
 
+def test_print_config_and_dry_run_start_nothing_and_write_nothing(tmp_path, capsys):
+    from orchestrator.main import main
+
+    out = tmp_path / "run"
+    assert main(["--print-config", "rounds=1", f"output_dir={out}", "storage_options={key: AKIAEXAMPLE, secret: s3cr3t}"]) == 0
+    printed = capsys.readouterr().out
+    assert "rounds: 1" in printed and "<redacted>" in printed and "s3cr3t" not in printed and "AKIAEXAMPLE" not in printed
+    assert main(["--dry-run", "resources.student.ranks=2", f"output_dir={out}"]) == 0
+    checked = capsys.readouterr().out
+    assert "(2 ranks)" in checked and "preflight passed" in checked
+    assert main(["--dry-run", "resources.studnet.ranks=2"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: resources.studnet: unknown key (did you mean resources.student? "
+                                               "valid keys: orchestrator_cpus, reward_model, student, teacher, torch_threads)")
+    assert not out.exists()  # neither wrote anything
+
+
+def test_a_failed_run_leaves_its_traceback_in_error_log(tmp_path, monkeypatch, capsys):
+    """The terminal gets one line; the run directory gets the whole traceback; --debug prints it."""
+    import orchestrator.api
+    from orchestrator.main import main
+
+    def failing_run(config, **kwargs):
+        import os
+
+        os.makedirs(config.output_dir, exist_ok=True)
+
+        def deep_inside():
+            raise RuntimeError("the stage broke")
+
+        deep_inside()
+
+    monkeypatch.setattr(orchestrator.api, "run", failing_run)
+    out = tmp_path / "run"
+    assert main([f"output_dir={out}", "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "error: RuntimeError: the stage broke" in err and f"traceback: {out / 'error.log'}" in err
+    assert "deep_inside" in err  # --debug: the traceback on the terminal too
+    log = (out / "error.log").read_text()
+    assert "Traceback" in log and "deep_inside" in log and "the stage broke" in log
+
+
 def test_both_macpo_ablations_at_once_are_refused():
     with pytest.raises(ConfigError, match="every pair would be an answer against itself"):
         load_config(overrides=["ablation.mutual_positives=false", "ablation.hard_negatives=false"])
