@@ -48,6 +48,14 @@ class Claim:
     def text(self) -> str:
         return f"{self.left} {self.op} {self.right}" + (f" (in {self.setting})" if self.setting else "")
 
+    @property
+    def unscoped(self) -> bool:
+        """Neither side nor the claim names a setting: it is a claim about every setting."""
+        return self.setting is None and ":" not in self.left and ":" not in self.right
+
+    def in_setting(self, setting: str) -> "Claim":
+        return Claim(name=f"{self.name} [{setting}]", left=self.left, op=self.op, right=self.right, setting=setting)
+
 
 @dataclass
 class SweepSpec:
@@ -276,7 +284,11 @@ def aggregate(spec: SweepSpec, trials: list[dict]) -> tuple[dict, list[dict]]:
         table[setting] = {m: mean_sd([r[m] for r in runs if m in r]) for m in names}
     default = next(iter(spec.settings))
     claims = []
-    for claim in spec.claims:
+    # a claim that names no setting is evaluated in each setting, not silently in the first one only
+    expanded = [scoped for claim in spec.claims
+                for scoped in ([claim.in_setting(s) for s in spec.settings] if claim.unscoped and len(spec.settings) > 1
+                               else [claim])]
+    for claim in expanded:
         (ls, lm), (rs, rm) = claim.sides(default)
         per_seed = {}
         for seed in spec.seeds:

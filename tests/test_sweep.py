@@ -74,8 +74,11 @@ def test_claims_are_evaluated_per_seed_within_and_across_settings():
     table, claims = aggregate(spec, trials)
     assert table["full"]["student.final"]["n"] == 3 and table["ablated"]["student.final"]["n"] == 2
     assert table["full"]["student.final"]["mean"] == pytest.approx((0.9 + 0.7 + 0.95) / 3)
-    within, across = claims
+    # a claim naming no setting is a claim about each setting, not only the first one
+    within, within_ablated, across = claims
+    assert [c["name"] for c in claims[:2]] == ["student.final > student.round0 [full]", "student.final > student.round0 [ablated]"]
     assert within["per_seed"] == {"0": True, "1": False, "2": True} and (within["holds"], within["n"]) == (2, 3)
+    assert within_ablated["per_seed"] == {"0": False, "1": False} and within_ablated["left"] == "ablated:student.final"
     assert across["per_seed"] == {"0": True, "1": False} and (across["holds"], across["n"]) == (1, 2)  # seed 2 failed: not counted
 
 
