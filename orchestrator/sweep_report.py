@@ -82,10 +82,20 @@ def _relative(path: str | None) -> str:
 
 def plot_rounds(results: dict, path: Path) -> None:
     """Student and teachers' mean reward per round, mean ± sd over seeds, one line per setting."""
+    import matplotlib.pyplot as plt
+
+    fig = rounds_figure(results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def rounds_figure(results: dict):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, label in zip(axes, ("student", "teachers_mean")):
@@ -98,10 +108,9 @@ def plot_rounds(results: dict, path: Path) -> None:
             ax.errorbar(rounds, means, yerr=sds, marker="o", capsize=3, label=setting)
         ax.set_title(label.replace("_", " "))
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers: no 0.2, 0.4 ticks
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test reward (mean ± sd over seeds)")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig

@@ -176,3 +176,18 @@ def test_sweep_runs_trials_reports_failures_and_resumes_without_redoing(tmp_path
     assert not [s for s in SECRETS if s in out]
     assert json.loads((sweep_dir / "spec.json").read_text())["overrides"][-1] == \
         "storage_options={key: <redacted>, secret: <redacted>}"
+
+
+def test_the_sweep_plot_ticks_whole_rounds():
+    import matplotlib.pyplot as plt
+
+    from orchestrator.sweep_report import rounds_figure
+
+    cell = {"mean": 0.5, "sd": 0.1, "n": 2}
+    fig = rounds_figure({"table": {"a": {"student.r0": cell, "student.r1": cell, "teachers_mean.r0": cell,
+                                         "teachers_mean.r1": cell}}})
+    fig.canvas.draw()
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if -0.5 <= t <= 1.5]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    plt.close(fig)
