@@ -96,7 +96,8 @@ class _AgentHost(_Host):
     """Holds one Agent (a teacher or the student)."""
 
     def __init__(self, name: str, spec: dict, cache_dir: str | None = None, num_threads: int = 1, seed: int = 0,
-                 storage_options: dict | None = None, nice: int = 0, scheduler: str = "normal", max_new_tokens: int = 0):
+                 storage_options: dict | None = None, nice: int = 0, scheduler: str = "normal", max_new_tokens: int = 0,
+                 step_log: Any = None):
         self.name = name
         lower_priority(nice, scheduler)  # on a shared node the critical-path agent keeps its core
         storage.configure(storage_options)  # this actor writes its own checkpoints to the run's storage
@@ -104,6 +105,8 @@ class _AgentHost(_Host):
 
         self.agent = self.target = Agent(name, spec, cache_dir=cache_dir, num_threads=num_threads, seed=seed,
                                          max_new_tokens=max_new_tokens)
+        if step_log is not None:  # each optimizer step's metrics, sent without waiting (orchestrator.step_log)
+            self.agent.step_sink = lambda record: step_log.append.remote(name, record)
         self.rank = 0
         self.join_error: str | None = None
 
@@ -167,7 +170,8 @@ class _RewardModelHost(_Host):
     """Holds the run's reward model; evaluation sends it every agent's test answers at once."""
 
     def __init__(self, name: str, spec: dict, cache_dir: str | None = None, num_threads: int = 1, seed: int = 0,
-                 storage_options: dict | None = None, nice: int = 0, scheduler: str = "normal", max_new_tokens: int = 0):
+                 storage_options: dict | None = None, nice: int = 0, scheduler: str = "normal", max_new_tokens: int = 0,
+                 step_log: Any = None):
         self.name = name
         lower_priority(nice, scheduler)
         from agents.reward_model import RewardModel

@@ -143,6 +143,9 @@ class Agent:
         self._train_calls: dict[str, int] = {}  # per adapter: seeds each call's batch order
         self._head_probe = HeadProbe()
         self.rank_info = None  # set by join_group on a sharded agent (agents.sharding)
+        # called with each optimizer step's metrics while a train call runs (the actor streams them
+        # to the orchestrator: per-step curves and progress inside long stages); None: not reported
+        self.step_sink = None
         self._reserved: set[str] = set()  # adapters created before sharding, not yet made by a call
         self.stats: dict[str, int] = {"truncated_prompts": 0, "truncated_generation_prompts": 0, "nan_batches": 0}
 
@@ -438,6 +441,8 @@ class Agent:
         tokens = 0
         nan_batches = 0
         step = 0
+        since_step: dict[str, list[float]] = {}  # this optimizer step's batch metrics
+        step_tokens, step_start = 0, time.perf_counter()
         with self.adapter_context(adapter):
             params = []
             for name, p in self.model.named_parameters():
@@ -462,19 +467,27 @@ class Agent:
                             continue
                         (loss / cfg.grad_accum).backward()
                         tokens += n_tok
+                        step_tokens += n_tok
                         for key, value in batch_metrics.items():
                             metrics.setdefault(key, []).append(value)
+                            since_step.setdefault(key, []).append(value)
                         if (k + 1) % cfg.grad_accum == 0 or k + 1 == len(order):
                             if self.sharded:
                                 from agents.sharding import clip_grad_norm
 
-                                clip_grad_norm(params, cfg.max_grad_norm)
+                                grad_norm = clip_grad_norm(params, cfg.max_grad_norm)
                             else:
-                                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                            lr = scheduler.get_last_lr()[0]
                             optimizer.step()
                             scheduler.step()
                             optimizer.zero_grad(set_to_none=True)
                             step += 1
+                            if self.step_sink is not None and self.writes_files:
+                                elapsed = time.perf_counter() - step_start
+                                self._report_step(objective, adapter, step, total_steps, since_step, lr, float(grad_norm),
+                                                  step_tokens / elapsed if elapsed > 0 else 0.0)
+                            since_step, step_tokens, step_start = {}, 0, time.perf_counter()
             finally:
                 self.model.eval()
                 if not self.sharded:
@@ -489,6 +502,17 @@ class Agent:
         out.update(steps=step, examples=len(examples), nan_batches=nan_batches, seconds=seconds,
                    tokens_per_s=tokens / seconds if seconds > 0 else 0.0)
         return out
+
+    def _report_step(self, objective: str, adapter: str, step: int, total: int, batch_metrics: dict[str, list[float]],
+                     lr: float, grad_norm: float, tokens_per_s: float) -> None:
+        """One optimizer step's record to `step_sink`; a sink that fails never stops training."""
+        record = {"objective": objective, "adapter": adapter, "step": step, "total_steps": total, "lr": lr,
+                  "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
+                  **{k: sum(v) / len(v) for k, v in batch_metrics.items() if v}}
+        try:
+            self.step_sink(record)
+        except Exception as exc:  # noqa: BLE001 - metrics are not worth a failed training call
+            log.warning("%s: step metrics not reported (%s)", self.name, first_line(exc))
 
     def _batch_loss(self, objective: Objective, batch: dict, cfg: TrainConfig) -> tuple[torch.Tensor | None, dict[str, float], int]:
         """One batch's loss (None when non-finite: the batch is skipped), its metrics and tokens.

@@ -31,6 +31,7 @@ project's venv, e.g. `python benchmarks/teacher_scaling.py`.
 | `bad_inputs.py` | every config key with a wrong type, unknown sub-keys and indices; broken config files, `config.yaml` on `--resume` and data files: how many were answered with one line and exit code 2, how many changed anything on disk |
 | `scoring_memory.py` | scoring memory at a 152k vocabulary (peak resident memory of scoring 1 to 64 rows of 1024 tokens, before and after memory-bounded scoring) and scoring tokens/s on the default world, before vs after |
 | `sharding_speed.py` | training tokens/s of a sharded agent: 1 rank against 2 FSDP2 ranks on this machine's cores, where the 2-rank call's time goes, and a projection of the 70B student's step on 8 GPUs as FSDP2 ranks against `device_map: auto` |
+| `step_metrics_overhead.py` | what streaming every optimizer step's metrics to the orchestrator costs: the same SFT call with and without, interleaved |
 | `gpu_check.py` | the plain `Agent` (no Ray) on a CUDA GPU in bf16: log-probs against CPU float32, generation, a DPO and a MACPO step, tokens/s, token-budget scoring at a 152k vocabulary, a new adapter version taking effect, a 1-rank FSDP2 agent against the plain one |
 """
 
@@ -278,6 +279,20 @@ def section_sharding(data: dict) -> list[str]:
     return lines
 
 
+def section_step_metrics(data: dict) -> list[str]:
+    """Per-step metrics streaming: time per call with and without."""
+    median = data["median_s"]
+    return ["## Per-step training metrics: what streaming them costs", "", machine_line(data), "",
+            f"`python benchmarks/step_metrics_overhead.py`: the default student (`tiny:strong`) trains SFT on "
+            f"{data['examples']} examples in batches of {data['batch_size']} ({data['steps_per_call']} optimizer steps per "
+            f"call, {data['ms_per_step']['without']:.0f} ms each), through two actors, one sending each step's record "
+            f"to the run's StepLog and one not, interleaved, {data['repeats']} calls each (median).", "",
+            "| | median seconds per call | ms per step |", "| --- | --- | --- |",
+            *[f"| {name} | {median[name]:.3f} | {data['ms_per_step'][name]:.1f} |" for name in ("without", "with step metrics")],
+            "", f"Overhead: **{100 * data['overhead']:+.1f}%** (the goal was at most 2%); "
+            f"{data['records_received']} of {data['records_expected']} step records arrived, {data['records_dropped']} dropped.", ""]
+
+
 def section_gpu(checks: list[dict]) -> list[str]:
     """The plain Agent on a GPU: agreement with CPU float32 and throughput, one row per model size."""
     lines = ["## GPU check (plain Agent, bf16 on CUDA)", "", machine_line(checks[0]), "",
@@ -350,6 +365,8 @@ def main() -> None:
         lines += section_bad_inputs(data)
     if (data := load("sharding_speed")):
         lines += section_sharding(data)
+    if (data := load("step_metrics_overhead")):
+        lines += section_step_metrics(data)
     if (checks := [d for d in (load("gpu_check"), load("gpu_check_large")) if d]):
         lines += section_gpu(checks)
     else:

@@ -101,9 +101,12 @@ class ProgressPrinter:
     """Turns successive `progress()` answers into output: every finished round and stage once, and
     with `bars` a live bar for the running stage."""
 
+    STEP_LINE_S = 30.0  # without a terminal: a line on the running stage's steps at most this often
+
     def __init__(self, show: bool, bars: bool):
         self.show, self.bars = show, bars
         self.bar, self.seen, self.printed_round, self.printed_stage = None, None, -1, 0
+        self.step_line_at, self.step_text = float("-inf"), ""
 
     def update(self, info: dict) -> None:
         if self.show:
@@ -122,7 +125,15 @@ class ProgressPrinter:
             self.bar = _new_bar(stage)
         if self.bar is not None and stage and (stage["count"], stage["stage"]) == self.seen:
             self.bar.n = stage["done"]
+            if stage.get("steps"):
+                self.bar.set_postfix_str(steps_text(stage["steps"]), refresh=False)
             self.bar.refresh()
+        running = info.get("stage_progress") or {}
+        if self.show and not self.bars and running.get("steps"):  # job logs: a periodic line inside long stages
+            text, now = steps_text(running["steps"]), time.monotonic()
+            if text != self.step_text and now - self.step_line_at >= self.STEP_LINE_S:
+                self.step_line_at, self.step_text = now, text
+                self.write(f"  {running.get('stage')}: {text}")
 
     def round(self, index: int, line: str) -> None:
         if index > self.printed_round:
@@ -139,6 +150,19 @@ class ProgressPrinter:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def steps_text(steps: dict[str, dict]) -> str:
+    """'student step 12/40 loss 0.531 eta 30s, teacher_0 ...' for the agents training now."""
+    parts = []
+    for agent, s in sorted(steps.items()):
+        part = f"{agent} step {s['step']}/{s['total']}"
+        if isinstance(s.get("loss"), (int, float)):
+            part += f" loss {s['loss']:.3f}"
+        if s.get("eta_s") is not None and s["step"] < s["total"]:
+            part += f" eta {s['eta_s']:.0f}s"
+        parts.append(part)
+    return ", ".join(parts)
 
 
 def _new_bar(stage: dict):

@@ -82,6 +82,9 @@ class OrchestratorCore:
         self._setup_done = False
         self.algorithm = make_algorithm(self.config.algorithm, self)
         self.pool.reserved_adapters = tuple(self.algorithm.adapters)
+        self.pool.on_steps = self._on_steps
+        self.global_steps: dict[str, int] = {}  # agent -> optimizer steps over the whole run (trackers' x axis)
+        self._step_clock: dict[str, tuple[float, int]] = {}  # agent -> (arrival time, step) of its call's first record
 
     # ------------------------------------------------------------ agents
     @property
@@ -145,6 +148,29 @@ class OrchestratorCore:
     # ------------------------------------------------------------ stages
     def _on_progress(self, stage: str, done: int) -> None:
         self.stage_progress["done"] = done
+
+    def _on_steps(self, records: list[dict], dropped: int) -> None:
+        """Every optimizer step the agents reported: to metrics.jsonl (`train_step`), the trackers
+        (at the agent's run-wide step) and the progress display (step, loss, ETA per agent)."""
+        now = time.time()
+        with self._lock:
+            rows = []
+            for record in records:
+                agent = record["agent"]
+                self.global_steps[agent] = self.global_steps.get(agent, 0) + 1
+                rows.append(dict(record, round=self.stage_round, global_step=self.global_steps[agent]))
+                if record["step"] == 1 or agent not in self._step_clock:
+                    self._step_clock[agent] = (now, record["step"])
+                start, first = self._step_clock[agent]
+                rate = (record["step"] - first) / (now - start) if now > start and record["step"] > first else 0.0
+                self.stage_progress.setdefault("steps", {})[agent] = {
+                    "step": record["step"], "total": record["total_steps"], "loss": record.get("loss"),
+                    "eta_s": round((record["total_steps"] - record["step"]) / rate, 1) if rate > 0 else None}
+            if dropped:
+                log.warning("%d step records were dropped (the buffer was full)", dropped)
+            if rows:
+                self.run_dir.log_many("train_step", rows)
+                self._tracked().log_steps(rows)
 
     def stage(self, name: str, work: dict[str, Call], mutating: bool = False) -> StageResult:
         """Run one parallel stage (agent -> Call), log its timing, snapshot changed agents.
@@ -413,7 +439,8 @@ class OrchestratorCore:
     def _state_dict(self) -> dict:
         return {"round": self.round_index, "algorithm_state": self.algorithm.state_dict(),
                 "teachers": {n: dataclasses.asdict(s) for n, s in self.teacher_specs.items()},
-                "rounds": self.rounds, "baselines": self.baselines, "failures": self.pool.failures}
+                "rounds": self.rounds, "baselines": self.baselines, "failures": self.pool.failures,
+                "global_steps": self.global_steps}
 
     def _restore(self) -> None:
         checkpoint = self.run_dir.latest_checkpoint()
@@ -430,6 +457,7 @@ class OrchestratorCore:
         self.rounds = state["rounds"]
         self.baselines = state["baselines"]
         self.pool.failures = state.get("failures", {})
+        self.global_steps = dict(state.get("global_steps", {}))
         self.run_dir.log("resume", checkpoint=checkpoint, round=state["round"])
         log.info("resumed %s from %s (round %d done)", self.run_dir.root, checkpoint, state["round"])
 

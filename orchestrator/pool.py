@@ -29,6 +29,7 @@ from orchestrator.calls import Call
 from tasks.errors import BadInput
 
 log = logging.getLogger(__name__)
+STEP_DRAIN_S = 2.0  # how often a waiting stage hands on the agents' step records
 
 
 class StageError(RuntimeError):
@@ -71,6 +72,8 @@ class AgentPool:
         self.ranks: dict[str, list[Any]] = {}  # agent -> all its actors, rank 0 first (one if unsharded)
         self.specs: dict[str, tuple[Any, Any, Any]] = {}  # name -> (spec, resources (a list per rank if sharded), actor class)
         self.reserved_adapters: tuple[str, ...] = ()  # adapters a sharded agent creates before sharding (the algorithm's)
+        self.on_steps: Callable[[list[dict], int], Any] | None = None  # per-step training records, as they come
+        self.step_log: Any = None  # orchestrator.step_log.StepLog, made with the first actor
         self.restore_dirs: dict[str, str] = {}  # agent -> directory its adapters are restored from
         self.failures: dict[str, int] = {}
 
@@ -106,10 +109,27 @@ class AgentPool:
             options["resources"] = {k: v / share for k, v in resources["custom"].items()}
         if resources.get("scheduling_strategy") is not None:
             options["scheduling_strategy"] = resources["scheduling_strategy"]
+        if self.step_log is None and self.on_steps is not None:
+            from orchestrator.step_log import StepLog
+
+            self.step_log = StepLog.options(namespace=self.namespace).remote()
         return actor_class.options(**options).remote(name, spec, self.cache_dir,
                                                       resources.get("torch_threads") or self.torch_threads, self.seed,
                                                       self.storage_options, resources.get("nice", 0),
-                                                      resources.get("scheduler", "normal"), self.max_new_tokens)
+                                                      resources.get("scheduler", "normal"), self.max_new_tokens,
+                                                      self.step_log)
+
+    def drain_steps(self) -> None:
+        """Hand the step records that arrived to `on_steps` (never fails a stage: they are metrics)."""
+        if self.step_log is None or self.on_steps is None:
+            return
+        try:
+            records, dropped = ray.get(self.step_log.drain.remote(), timeout=30)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("step metrics not drained (%s)", type(exc).__name__)
+            return
+        if records or dropped:
+            self.on_steps(records, dropped)
 
     def names(self) -> list[str]:
         return list(self.handles)
@@ -129,6 +149,12 @@ class AgentPool:
             self._kill_all(name)
         self.handles.clear()
         self.ranks.clear()
+        if self.step_log is not None:
+            try:
+                ray.kill(self.step_log, no_restart=True)
+            except Exception:  # noqa: BLE001
+                pass
+            self.step_log = None
 
     def _recover(self, name: str, stage: str, error: Exception, rank: int | None = None) -> None:
         """Replace a dead (or hung) actor and restore its adapters. A replacement that dies while
@@ -194,7 +220,10 @@ class AgentPool:
                     redo(agent, TimeoutError(f"no answer within {timeout_s:g}s"), rank)
                 deadline = time.perf_counter() + timeout_s
                 continue
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=remaining)
+            # short waits: step records are drained as they come (per-step metrics, progress, ETA)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=min(remaining, STEP_DRAIN_S))
+            if not ready:
+                self.drain_steps()
             for ref in ready:
                 if ref not in pending:  # dropped by a group restart while waiting
                     continue
@@ -221,6 +250,7 @@ class AgentPool:
                 actor_cpu_s[agent] = sum(cpu for _, _, cpu in ranked.values())
                 if self.progress:
                     self.progress(stage, len(results))
+        self.drain_steps()  # the stage's last steps, before its own record
         return StageResult(results, actor_s, time.perf_counter() - start, actor_cpu_s)
 
 

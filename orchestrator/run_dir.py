@@ -194,6 +194,13 @@ class RunDirectory:
             fh.write(json.dumps(record) + "\n")
         self.publish("metrics.jsonl")
 
+    def log_many(self, event: str, rows: list[dict]) -> None:
+        """Several events of one kind in one write (and one upload on a storage URI)."""
+        stamp = round(time.time(), 3)
+        with open(self.local / "metrics.jsonl", "a") as fh:
+            fh.writelines(json.dumps({"time": stamp, "event": event, **row}) + "\n" for row in rows)
+        self.publish("metrics.jsonl")
+
     def write_summary(self, summary: dict) -> None:
         write_json_atomic(self.local / "summary.json", summary)
         self.publish("summary.json")

@@ -162,7 +162,6 @@ class Trackers:
         flat = flatten(params)
         for tracker in self.trackers:
             tracker.log_params(flat)
-        self.train_steps: dict[str, int] = {}  # agent -> global optimizer steps so far
 
     def _log(self, metrics: dict[str, float], step: int, axis: str) -> None:
         if metrics:
@@ -180,13 +179,18 @@ class Trackers:
         self._log(metrics, index, "round")
 
     def log_stage(self, stage: str, round_index: int, wall_s: float, train: dict[str, dict]) -> None:
-        """The stage's wall time at the round; each trained agent's metrics at its global step."""
+        """The stage's wall time at the round (its agents' steps arrived one by one: `log_steps`)."""
         self._log({f"timing_s/{stage}": wall_s}, round_index, "round")
-        for agent, values in train.items():
-            self.train_steps[agent] = self.train_steps.get(agent, 0) + int(values.get("steps", 0))
-            metrics = {f"train/{agent}/{name}": float(value) for name, value in values.items()
-                       if _number(value) and name != "steps"}
-            self._log(metrics, self.train_steps[agent], f"train_step/{agent}")
+
+    def log_steps(self, rows: list[dict]) -> None:
+        """Each optimizer step's metrics (loss, lr, grad norm, tokens/s, margins...) at the agent's
+        run-wide step."""
+        skip = {"step", "total_steps", "global_step", "round"}
+        for row in rows:
+            agent = row["agent"]
+            metrics = {f"train/{agent}/{name}": float(value) for name, value in row.items()
+                       if _number(value) and name not in skip}
+            self._log(metrics, row["global_step"], f"train_step/{agent}")
 
     def close(self) -> None:
         for tracker in self.trackers:

@@ -209,6 +209,27 @@ def test_progress_printer_prints_each_stage_and_round_once(capsys):
     assert capsys.readouterr().out.splitlines() == ["round 0 done"]
 
 
+def test_progress_inside_a_long_stage_shows_steps_and_eta(capsys, monkeypatch):
+    """Job logs get a line on the running stage's steps (at most every STEP_LINE_S); a terminal's
+    bar carries them as its postfix."""
+    from orchestrator import api
+
+    clock = iter([100.0, 110.0, 140.0, 141.0])
+    monkeypatch.setattr(api.time, "monotonic", lambda: next(clock))
+
+    def poll(step, eta):
+        return {"stage_lines": [], "last_round": None, "stage_progress": {
+            "stage": "train", "count": 1, "done": 0, "total": 1,
+            "steps": {"student": {"step": step, "total": 40, "loss": 0.5312, "eta_s": eta}}}}
+
+    printer = api.ProgressPrinter(show=True, bars=False)
+    for info in (poll(3, 74.0), poll(4, 72.0), poll(12, 56.0), poll(13, 54.0)):
+        printer.update(info)
+    assert capsys.readouterr().out.splitlines() == ["  train: student step 3/40 loss 0.531 eta 74s",
+                                                    "  train: student step 12/40 loss 0.531 eta 56s"]
+    assert api.steps_text({"student": {"step": 40, "total": 40, "loss": None, "eta_s": 0.0}}) == "student step 40/40"
+
+
 def test_checkpoint_retention_keeps_last_best_and_newest(tmp_path):
     from orchestrator.run_dir import RunDirectory, retained_rounds
 

@@ -58,8 +58,14 @@ def test_tensorboard_mlflow_and_wandb_hold_the_summary(ray_cluster, cache_dir, t
         points = {e.step: e.value for e in events.Scalars(f"eval/{agent}/{metric}")}
         assert points[index] == pytest.approx(value, abs=1e-6)  # TensorBoard keeps float32
     assert {"train/student/loss", "train/teacher_0/loss", "timing_s/train", "baseline/student_sft_gold/reward"} <= set(tags)
+    # every optimizer step, as it happened, at the agent's run-wide step: loss, lr, gradient norm, tokens/s
+    assert {"train/student/lr", "train/student/grad_norm", "train/student/tokens_per_s"} <= set(tags)
     steps = [e.step for e in events.Scalars("train/student/loss")]
-    assert steps == sorted(steps) and steps[-1] > steps[0]  # the agent's global optimizer step
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    trained = sum(e["train"]["student"]["steps"] for e in logged if e["event"] == "stage" and "student" in e.get("train", {}))
+    assert steps == list(range(1, trained + 1))  # one point per optimizer step, none missing
+    rows = [e for e in logged if e["event"] == "train_step" and e["agent"] == "student"]
+    assert [r["global_step"] for r in rows] == steps and all(r["lr"] > 0 and r["grad_norm"] >= 0 for r in rows)
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the run's default store is a file store
     client = MlflowClient(tracking_uri=(run_dir / "mlruns").resolve().as_uri())

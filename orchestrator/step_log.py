@@ -1,0 +1,37 @@
+"""Per-step training metrics on their way from the agents to the orchestrator.
+
+An agent's actor sends each optimizer step's record here without waiting (a fire-and-forget actor
+call costs a fraction of a millisecond, far below a step); the orchestrator drains the records while
+it waits for a stage, so metrics.jsonl, the trackers and the progress display see every step as it
+happens, not one mean per stage. A bounded buffer: if nobody drains, the oldest records go first
+and are counted.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import ray
+
+MAX_RECORDS = 100_000
+
+
+class _StepLog:
+    def __init__(self, max_records: int = MAX_RECORDS):
+        self.records: deque[dict[str, Any]] = deque(maxlen=max_records)
+        self.dropped = 0
+
+    def append(self, agent: str, record: dict[str, Any]) -> None:
+        if len(self.records) == self.records.maxlen:
+            self.dropped += 1
+        self.records.append({"agent": agent, **record})
+
+    def drain(self) -> tuple[list[dict[str, Any]], int]:
+        """Every record so far (oldest first) and how many were dropped; the buffer starts empty."""
+        out, dropped = list(self.records), self.dropped
+        self.records.clear()
+        self.dropped = 0
+        return out, dropped
+
+
+StepLog = ray.remote(num_cpus=0, max_restarts=0)(_StepLog)
