@@ -22,7 +22,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.main",
         description="Multi-agent weak-to-strong alignment (MACPO / WSPO) on Ray.",
-        epilog="Overrides: dotted keys, e.g. rounds=1 teachers.count=5 algorithm=wspo ablation.hard_negatives=false",
+        epilog="Overrides: dotted keys, e.g. rounds=1 teachers.count=5 algorithm=wspo ablation.hard_negatives=false. "
+               "Every key with its default and meaning: --help-config [PREFIX], e.g. --help-config resources.student",
     )
     parser.add_argument("--config", default=None, help="YAML run config (default: configs/default.yaml)")
     parser.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last complete round")
@@ -32,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true",
                         help="validate the config and run its preflight (GPU memory, storage, extras) without Ray, then exit")
     parser.add_argument("--debug", action="store_true", help="on failure, print the whole traceback too")
+    parser.add_argument("--help-config", nargs="?", const="", default=None, metavar="PREFIX",
+                        help="list every config key (or those under PREFIX) with its default and meaning, and exit")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     return parser.parse_intermixed_args(argv)  # key=value may follow options
 
@@ -127,6 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.help_config is not None:
+        from orchestrator.config_help import render
+
+        text = render(args.help_config)
+        if not text:
+            print(f"error: no config key starts with {args.help_config!r}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(text)
+        return 0
     if args.print_config or args.dry_run:
         return inspect_config(args)
     try:

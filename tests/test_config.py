@@ -151,6 +151,22 @@ def test_print_config_and_dry_run_start_nothing_and_write_nothing(tmp_path, caps
     assert not out.exists()  # neither wrote anything
 
 
+def test_help_config_lists_every_key_with_the_comment_beside_its_field(capsys):
+    import dataclasses
+
+    from orchestrator.config import RunConfig
+    from orchestrator.config_help import entries
+    from orchestrator.main import main
+
+    assert main(["--help-config", "resources.student.ranks"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("resources.student.ranks = 1  # FSDP2 ranks of each agent of this role")
+    keys = [key for key, _, _ in entries(RunConfig, RunConfig())]
+    assert "train.student_macpo.beta" in keys and "student.gradient_checkpointing" in keys and len(keys) == len(set(keys))
+    assert all(not dataclasses.is_dataclass(value) for _, value, _ in entries(RunConfig, RunConfig()))
+    assert main(["--help-config", "nosuch"]) == 2
+
+
 def test_a_failed_run_leaves_its_traceback_in_error_log(tmp_path, monkeypatch, capsys):
     """The terminal gets one line; the run directory gets the whole traceback; --debug prints it."""
     import orchestrator.api
