@@ -18,7 +18,7 @@ from agents.config import (SCHEDULERS, AgentConfigError, ModelSpec, RewardModelS
                            validate_reward_model, validate_sampling, validate_train)
 from orchestrator.trackers import LoggingConfig
 from orchestrator.trackers import validate as validate_logging
-from orchestrator.typed_yaml import ConfigError, build, convert_value, from_mapping, parse_override, read_yaml_mapping  # noqa: F401 - re-exported
+from orchestrator.typed_yaml import ConfigError, build, convert_value, from_mapping, parse_override, read_composed, read_yaml_mapping  # noqa: F401 - re-exported
 from tasks.config import TaskConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -241,7 +241,7 @@ class RunConfig:
 
 def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> RunConfig:
     """Load a YAML run config (default `configs/default.yaml`), apply overrides, validate."""
-    config = build(RunConfig, read_yaml_mapping(path or DEFAULT_CONFIG), overrides)
+    config = build(RunConfig, read_composed(path or DEFAULT_CONFIG), overrides)
     validate(config)
     return config
 

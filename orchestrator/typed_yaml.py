@@ -171,6 +171,27 @@ def read_yaml_mapping(path: str | os.PathLike) -> dict:
     return data
 
 
+def read_composed(path: str | os.PathLike, chain: tuple[Path, ...] = ()) -> dict:
+    """A config file with its `defaults`: a list of config files (relative to it) merged in order,
+    then the file's own keys on top (mappings key by key, lists and values replaced), as Hydra's
+    defaults list composes a config. One line for a missing file or a cycle."""
+    path = Path(path)
+    data = read_yaml_mapping(path)
+    defaults = data.pop("defaults", [])
+    if not isinstance(defaults, list) or not all(isinstance(d, str) and d for d in defaults):
+        raise ConfigError(f"config file {path}: defaults must be a list of config files (relative to it), got {defaults!r}")
+    here = path.resolve()
+    if here in chain:
+        raise ConfigError(f"config file {path}: defaults form a cycle ({' -> '.join(p.name for p in (*chain, here))})")
+    merged: dict = {}
+    for name in defaults:
+        base = path.parent / name
+        if not base.is_file():
+            raise ConfigError(f"config file {path}: defaults entry {name!r} not found (looked for {base})")
+        merged = _merged(merged, read_composed(base, (*chain, here)))
+    return _merged(merged, data)
+
+
 def build(cls: type, data: dict, overrides: typing.Sequence[str] = ()) -> Any:
     """`cls` built from `data` after applying `key=value` overrides."""
     for text in overrides:

@@ -151,6 +151,26 @@ def test_print_config_and_dry_run_start_nothing_and_write_nothing(tmp_path, caps
     assert not out.exists()  # neither wrote anything
 
 
+def test_configs_compose_with_a_defaults_list(tmp_path):
+    """`defaults`: files merged in order, the file's own keys on top; the HH-Harmless paper config
+    is the HH-Helpful one on the other subset."""
+    helpful = load_config(CONFIG_DIR / "macpo_hh_helpful.yaml", ["task.data_dir=harmless-base"])
+    assert load_config(CONFIG_DIR / "macpo_hh_harmless.yaml").to_dict() == helpful.to_dict()
+    (tmp_path / "base.yaml").write_text("rounds: 5\nteachers: {count: 2}\ntrain: {student_sft: {lr: 0.5}}\n")
+    (tmp_path / "more.yaml").write_text("defaults: [base.yaml]\nteachers: {count: 4}\n")
+    (tmp_path / "run.yaml").write_text("defaults: [more.yaml]\ntrain: {student_sft: {epochs: 7}}\n")
+    config = load_config(tmp_path / "run.yaml", ["rounds=6"])
+    assert (config.rounds, config.teachers.count) == (6, 4)  # overrides last, then the nearest file
+    assert (config.train.student_sft.lr, config.train.student_sft.epochs) == (0.5, 7)  # mappings merge key by key
+    (tmp_path / "a.yaml").write_text("defaults: [b.yaml]\n")
+    (tmp_path / "b.yaml").write_text("defaults: [a.yaml]\n")
+    with pytest.raises(ConfigError, match=r"defaults form a cycle \(a.yaml -> b.yaml -> a.yaml\)"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("defaults: [missing.yaml]\n")
+    with pytest.raises(ConfigError, match="defaults entry 'missing.yaml' not found"):
+        load_config(tmp_path / "c.yaml")
+
+
 def test_help_config_lists_every_key_with_the_comment_beside_its_field(capsys):
     import dataclasses
 
