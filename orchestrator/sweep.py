@@ -29,6 +29,7 @@ from typing import Any
 
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
+import yaml
 
 from orchestrator.config import ConfigError, RunConfig, load_config
 from orchestrator.redaction import redact, redact_override
@@ -76,6 +77,9 @@ def run_trial(params: dict, spec: dict, sweep_dir: str, cwd: str) -> None:
     # ` #` or `=` would be cut by the override parser)
     config = load_config(sweep.config, sweep.run_overrides(trial["setting"], trial["seed"]))
     config.output_dir, config.progress = str(run_dir), False
+    # the sweep's runs grouped in W&B / MLflow, each tagged with its setting and seed
+    config.logging.group = config.logging.group or sweep.name
+    config.logging.tags = [*config.logging.tags, f"setting:{trial['setting']}", f"seed:{trial['seed']}"]
     resume = run_dir.is_dir() and RunDirectory(run_dir).latest_checkpoint() is not None
     if resume:
         check_unchanged(trial["trial_id"], RunDirectory(run_dir).read_config(), config)
@@ -182,7 +186,9 @@ def collect(spec: SweepSpec, sweep_dir: Path, outcomes: dict[str, dict]) -> dict
             row.update(status="failed", error=outcome.get("error") or "no summary.json (trial did not run)")
         else:
             summary = json.loads(path.read_text())
+            saved = path.parent / "config.yaml"  # the resolved config the trial ran (credentials already redacted)
             row.update(status="done", metrics=trial_metrics(summary),
+                       config=yaml.safe_load(saved.read_text()) if saved.is_file() else None,
                        per_round={a: [r["eval"][a]["reward"] for r in summary["rounds"] if a in r["eval"]]
                                   for a in summary["agents"]},
                        baselines=summary.get("baselines", {}), pgr=summary.get("pgr"))

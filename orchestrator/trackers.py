@@ -27,6 +27,10 @@ class LoggingConfig:
     run_name: str | None = None  # None: the run directory's name
     mlflow_tracking_uri: str | None = None  # e.g. http://mlflow:5000, sqlite:///mlflow.db; None: $MLFLOW_TRACKING_URI, else a file store in <run_dir>/mlruns
     wandb_mode: str | None = None  # online | offline | disabled (None: W&B's own default / $WANDB_MODE)
+    # runs that belong together (a sweep sets its name): W&B's group, an MLflow tag
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)  # W&B tags and MLflow tags (a sweep adds setting:<name>, seed:<n>)
+    wandb_entity: str | None = None  # W&B team or user (None: the logged-in default)
 
 
 def validate(cfg: LoggingConfig) -> str | None:
@@ -95,7 +99,8 @@ class WandbTracker:
 
         self.wandb = wandb
         self.run = wandb.init(project=cfg.project, name=cfg.run_name or run_dir.name, dir=str(run_dir),
-                              mode=cfg.wandb_mode, reinit="create_new")
+                              mode=cfg.wandb_mode, reinit="create_new", group=cfg.group, tags=list(cfg.tags) or None,
+                              entity=cfg.wandb_entity)
         self.axes: set[str] = set()
 
     def log_params(self, params):
@@ -130,7 +135,8 @@ class MlflowTracker:
         self.client = MlflowClient(tracking_uri=uri)
         experiment = self.client.get_experiment_by_name(cfg.project)
         experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(cfg.project)
-        self.run_id = self.client.create_run(experiment_id, run_name=cfg.run_name or run_dir.name).info.run_id
+        tags = {**({"group": cfg.group} if cfg.group else {}), **{tag: "true" for tag in cfg.tags}}
+        self.run_id = self.client.create_run(experiment_id, run_name=cfg.run_name or run_dir.name, tags=tags).info.run_id
 
     def log_params(self, params):
         from mlflow.entities import Param

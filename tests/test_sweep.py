@@ -159,11 +159,16 @@ def test_sweep_runs_trials_reports_failures_and_resumes_without_redoing(tmp_path
         else:
             assert trial["status"] == "done", trial
             assert len(trial["per_round"]["student"]) == 2 and "student.final" in trial["metrics"]
+            # the resolved config it ran, its tracker runs grouped under the sweep and tagged
+            logging_cfg = trial["config"]["logging"]
+            assert trial["config"]["seed"] == trial["seed"] and logging_cfg["group"] == "tiny"
+            assert logging_cfg["tags"] == [f"setting:{trial['setting']}", f"seed:{trial['seed']}"]
     for name, stamp in stamps.items():  # finished before the interruption: not redone, not even started
         assert (runs / name / "summary.json").stat().st_mtime_ns == stamp
         assert f"trial {name} done" not in out
     assert sum(line.startswith("trial ") and " done: " in line for line in out.splitlines()) == 2 - len(first_done)
-    (claim,) = results["claims"]  # in the first setting, counted over its finished seeds
+    claim, in_failed = results["claims"]  # a claim naming no setting: in each setting, over its finished seeds
+    assert in_failed["n"] == 0 and in_failed["name"].endswith("no-such-org/no-such-model]")
     first = [by_id[f"student.name_or_path=tiny_test-strong-seed{s}"]["metrics"] for s in (0, 1)]
     assert claim["n"] == 2 and claim["holds"] == sum(m["student.final"] > m["student.round0"] for m in first)
     assert "holds in" in (sweep_dir / "results.md").read_text()
