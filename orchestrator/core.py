@@ -401,6 +401,9 @@ class OrchestratorCore:
         summary = self.summary()
         self.run_dir.write_summary(summary)
         plot_rewards(summary, self.run_dir.plots / "rewards.png")
+        from orchestrator.run_report import render_report
+
+        (self.run_dir.local / "report.md").write_text(render_report(summary, self.run_dir.local))
         self._tracked().log_round(self.rounds[-1], summary)
         self.run_dir.publish()  # plots and tracker files of a run on a storage URI
 

@@ -12,6 +12,7 @@ import os
 import sys
 
 from orchestrator.config import config_for_resume, load_config
+from orchestrator.run_report import format_table  # noqa: F401 - the CLI's closing table
 from tasks.errors import BadInput
 
 EXIT_BAD_INPUT = 2
@@ -37,30 +38,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="list every config key (or those under PREFIX) with its default and meaning, and exit")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     return parser.parse_intermixed_args(argv)  # key=value may follow options
-
-
-def format_table(summary: dict) -> str:
-    """Reward per agent (rows) per round (columns), then each judge's score and win rate the same
-    way; baselines and PGR below."""
-    from orchestrator.plots import judge_metrics
-
-    rounds = summary.get("rounds", [])
-    agents = summary.get("agents", [])
-    head = f"{'agent':<14}" + "".join(f"{'round ' + str(r['round']):>10}" for r in rounds)
-    lines = []
-    for metric in ["reward", *judge_metrics(summary)]:
-        lines += ([] if metric == "reward" else ["", metric]) + [head, "-" * len(head)]
-        for agent in agents:
-            cells = "".join(f"{r['eval'][agent][metric]:>10.3f}" if metric in r["eval"].get(agent, {}) else f"{'-':>10}"
-                            for r in rounds)
-            lines.append(f"{agent:<14}{cells}")
-    for name, metrics in summary.get("baselines", {}).items():
-        if isinstance(metrics, dict) and "reward" in metrics:
-            lines.append(f"baseline {name}: {metrics['reward']:.3f}")
-    if summary.get("pgr"):
-        p = summary["pgr"]
-        lines.append(f"PGR (weak {p['weak']:.3f}, ceiling {p['ceiling']:.3f}): round 0 {p['round_0']}, final {p['final']}")
-    return "\n".join(lines)
 
 
 def causes(exc: BaseException) -> list[BaseException]:

@@ -34,3 +34,8 @@ def test_default_run_reproduces_the_published_reference(ray_cluster, tmp_path):
             rows = [json.loads(line) for line in lines]
             assert len(rows) == metrics["n"] and all(r["answer"] is not None and r["reference"] for r in rows)
             assert round(sum(r["rule_reward"] for r in rows) / len(rows), 4) == metrics["reward"]
+    # the run's report: headline table, plot, and answers at round 0 beside the last round's
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "## Answers at round 0 and round 2" in report and "![reward per round](plots/rewards.png)" in report
+    rows = [line for line in report.splitlines() if line.startswith("| student | ")]
+    assert len(rows) == 3 and all(line.count(" (rule_reward ") == 2 for line in rows)
