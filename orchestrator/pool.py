@@ -110,9 +110,13 @@ class AgentPool:
         if resources.get("scheduling_strategy") is not None:
             options["scheduling_strategy"] = resources["scheduling_strategy"]
         if self.step_log is None and self.on_steps is not None:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
             from orchestrator.step_log import StepLog
 
-            self.step_log = StepLog.options(namespace=self.namespace).remote()
+            # on the orchestrator's own node: a worker node that goes away must not take the log with it
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+            self.step_log = StepLog.options(namespace=self.namespace, scheduling_strategy=here).remote()
         return actor_class.options(**options).remote(name, spec, self.cache_dir,
                                                       resources.get("torch_threads") or self.torch_threads, self.seed,
                                                       self.storage_options, resources.get("nice", 0),
