@@ -64,6 +64,29 @@ def scheduler_name() -> str:
                  or (name == "normal" and policy == getattr(os, "SCHED_OTHER", None))), "other")
 
 
+FLUSH_S = 1.0  # an agent sends its buffered step records at most this often (and when its call ends)
+
+
+class StepSender:
+    """The agent's side: buffers step records and sends them in batches, never waiting for an answer."""
+
+    def __init__(self, step_log: Any, agent: str):
+        self.step_log, self.agent, self.clock = step_log, agent, time.monotonic
+        self.buffer: list[dict[str, Any]] = []
+        self.sent_at = self.clock()
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        self.buffer.append(record)
+        if self.clock() - self.sent_at >= FLUSH_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.step_log.extend.remote(self.agent, self.buffer)
+            self.buffer = []
+        self.sent_at = self.clock()
+
+
 class _Host:
     """Holds one model object (`self.target`); `call` runs a method and reports how long it took."""
 
@@ -105,8 +128,9 @@ class _AgentHost(_Host):
 
         self.agent = self.target = Agent(name, spec, cache_dir=cache_dir, num_threads=num_threads, seed=seed,
                                          max_new_tokens=max_new_tokens)
-        if step_log is not None:  # each optimizer step's metrics, sent without waiting (orchestrator.step_log)
-            self.agent.step_sink = lambda record: step_log.append.remote(name, record)
+        self.step_sender = None
+        if step_log is not None:  # each optimizer step's metrics, sent in batches without waiting (orchestrator.step_log)
+            self.step_sender = self.agent.step_sink = StepSender(step_log, name)
         self.rank = 0
         self.join_error: str | None = None
 
@@ -134,7 +158,11 @@ class _AgentHost(_Host):
     def call(self, method: str, *args: Any, _threads: int | None = None, **kwargs: Any) -> tuple[Any, float, float]:
         if self.join_error:
             raise RuntimeError(self.join_error)
-        return super().call(method, *args, _threads=_threads, **kwargs)
+        try:
+            return super().call(method, *args, _threads=_threads, **kwargs)
+        finally:
+            if self.step_sender is not None:
+                self.step_sender.flush()  # the call's last steps reach the log before its answer does
 
     def info(self) -> dict:
         import torch

@@ -1,7 +1,9 @@
 """Per-step training metrics on their way from the agents to the orchestrator.
 
-An agent's actor sends each optimizer step's record here without waiting (a fire-and-forget actor
-call costs a fraction of a millisecond, far below a step); the orchestrator drains the records while
+An agent's actor sends its optimizer steps' records here without waiting, gathered into one
+fire-and-forget call at most every `FLUSH_S` seconds and at the end of each call (a call per step
+cost about 3% of a 20 ms step on the default world; benchmarks/step_metrics_overhead.py; the
+sender is agents.actor.StepSender); the orchestrator drains the records while
 it waits for a stage, so metrics.jsonl, the trackers and the progress display see every step as it
 happens, not one mean per stage. A bounded buffer: if nobody drains, the oldest records go first
 and are counted.
@@ -22,9 +24,13 @@ class _StepLog:
         self.dropped = 0
 
     def append(self, agent: str, record: dict[str, Any]) -> None:
-        if len(self.records) == self.records.maxlen:
-            self.dropped += 1
-        self.records.append({"agent": agent, **record})
+        self.extend(agent, [record])
+
+    def extend(self, agent: str, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            if len(self.records) == self.records.maxlen:
+                self.dropped += 1
+            self.records.append({"agent": agent, **record})
 
     def drain(self) -> tuple[list[dict[str, Any]], int]:
         """Every record so far (oldest first) and how many were dropped; the buffer starts empty."""
