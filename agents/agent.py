@@ -241,14 +241,17 @@ class Agent:
                              f"it reserved {sorted(self.model.peft_config)}")
         self._reserved.discard(adapter)
 
+    def _lora_parameters(self, adapter: str) -> dict[str, torch.nn.Parameter]:
+        """The LoRA parameters of one adapter, by name (`...lora_A.<adapter>.weight`)."""
+        return {name: p for name, p in self.model.named_parameters() if "lora_" in name and f".{adapter}." in name}
+
     def _copy_sharded_adapter(self, source: str, target: str) -> None:
         """Shard by shard: every rank copies its own slice of each LoRA parameter."""
         self._unreserved(target)
-        params = dict(self.model.named_parameters())
+        targets = self._lora_parameters(target)
         with torch.no_grad():
-            for name, p in params.items():
-                if "lora_" in name and f".{source}." in name:
-                    params[name.replace(f".{source}.", f".{target}.")].copy_(p)
+            for name, p in self._lora_parameters(source).items():
+                targets[name.replace(f".{source}.", f".{target}.")].copy_(p)
 
     def adapter_weights(self, adapter: str = "default") -> dict[str, torch.Tensor]:
         from peft import get_peft_model_state_dict
@@ -444,13 +447,12 @@ class Agent:
         since_step: dict[str, list[float]] = {}  # this optimizer step's batch metrics
         step_tokens, step_start = 0, time.perf_counter()
         with self.adapter_context(adapter):
-            params = []
-            for name, p in self.model.named_parameters():
-                trained = f".{adapter}." in name and "lora_" in name
-                if not self.sharded:  # sharded: every LoRA parameter stays trainable (join_group); only these step
-                    p.requires_grad_(trained)
-                if trained:
-                    params.append(p)
+            params = list(self._lora_parameters(adapter).values())
+            if not self.sharded:  # sharded: every LoRA parameter stays trainable (join_group); only these step
+                for p in self.model.parameters():
+                    p.requires_grad_(False)
+                for p in params:
+                    p.requires_grad_(True)
             optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
             scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
             self.model.train()
@@ -544,8 +546,8 @@ class Agent:
             items = [objective.encode(self, ex) for ex in examples]
         except KeyError as exc:
             raise AgentError(f"{self.name}: {objective.name} example lacks key {exc}") from None
-        batches = [{"items": list(items[i : i + cfg.batch_size]), "size": len(items[i : i + cfg.batch_size]), "real": True}
-                   for i in range(0, len(items), cfg.batch_size)]
+        chunks = [items[i : i + cfg.batch_size] for i in range(0, len(items), cfg.batch_size)]
+        batches = [{"items": list(chunk), "size": len(chunk), "real": True} for chunk in chunks]
         if self.sharded:  # this rank's share; a rank with none runs the batch's first example at weight 0 (lockstep)
             from agents.sharding import rank_share
 
@@ -655,8 +657,7 @@ class Agent:
         from agents.sharding import copy_full_into
 
         self._unreserved(adapter)
-        wanted = {name: p for name, p in self.model.named_parameters() if "lora_" in name and f".{adapter}." in name}
-        for name, param in wanted.items():
+        for name, param in self._lora_parameters(adapter).items():
             key = name.replace(f".{adapter}.", ".", 1)
             if key not in state:
                 raise AgentError(f"checkpoint {shown_as} lacks {key}; it was saved from another model or LoRA shape")

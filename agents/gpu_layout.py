@@ -234,8 +234,8 @@ def estimate_memory(shape: ModelShape, spec, num_gpus: float, gpu_gib: float, se
     width = BYTES_PER_PARAM.get(spec.dtype, 4)
     checkpointing = bool(getattr(spec, "gradient_checkpointing", False))
     if ranks > 1:
-        layer = (shape.params - shape.vocab * shape.hidden * (1 if shape.tied_embeddings else 2)) / shape.layers
-        root = shape.vocab * shape.hidden * (1 if shape.tied_embeddings else 2)
+        root = shape.vocab * shape.hidden * (1 if shape.tied_embeddings else 2)  # embeddings and LM head
+        layer = (shape.params - root) / shape.layers
         weights = shape.params * width / ranks + (2 * layer + root) * width
         activations = -(-sequences // ranks) * spec.max_length * activation_bytes_per_token(shape, width, checkpointing)
         return MemoryEstimate(weights_gib=weights / GIB, activations_gib=activations / GIB,

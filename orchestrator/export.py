@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from agents import storage
+from orchestrator.run_dir import checkpoint_rounds, is_committed
 from tasks.errors import BadInput
 
 ADAPTER_ROLES = {
@@ -58,7 +59,7 @@ def export(run_dir: str, round_index: int | None = None, agent: str = "student",
     config = yaml.safe_load(storage.read_text(storage.join(run_dir, "config.yaml")))
     summary = json.loads(storage.read_text(storage.join(run_dir, "summary.json"))) \
         if storage.exists(storage.join(run_dir, "summary.json")) else {}
-    rounds = committed_rounds(run_dir)
+    rounds = [index for index in checkpoint_rounds(run_dir) if is_committed(run_dir, index)]
     if not rounds:
         raise ExportError(f"{run_dir}: no committed round checkpoint to export")
     index = rounds[-1] if round_index is None else round_index
@@ -94,21 +95,6 @@ def export(run_dir: str, round_index: int | None = None, agent: str = "student",
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
-
-
-def committed_rounds(run_dir: str) -> list[int]:
-    from orchestrator.run_dir import CHECKPOINT_PREFIX, COMMIT_MARKER, STATE_FILE
-
-    base = storage.join(run_dir, "checkpoints")
-    if not storage.exists(base):
-        return []
-    marker = STATE_FILE if storage.is_local(run_dir) else COMMIT_MARKER
-    found = []
-    for entry in storage.listdir(base):
-        suffix = entry[len(CHECKPOINT_PREFIX):]
-        if entry.startswith(CHECKPOINT_PREFIX) and suffix.isdigit() and storage.exists(storage.join(base, entry, marker)):
-            found.append(int(suffix))
-    return sorted(found)
 
 
 def write_merged(base_path: str, adapter_dir: Path, out: Path, spec: dict) -> None:

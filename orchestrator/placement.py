@@ -22,18 +22,29 @@ class PlacementError(BadInput, RuntimeError):
     """The cluster cannot fit the requested agents."""
 
 
+def ranks_of(resources: dict) -> int:
+    return max(1, int(resources.get("ranks", 1)))
+
+
+def rank_resources(resources: dict) -> dict:
+    """One actor's resources: the agent's own, or one rank's share of them for a sharded agent
+    (`num_cpus`, `num_gpus` and custom node resources divided by `ranks`)."""
+    ranks = ranks_of(resources)
+    if ranks == 1:
+        return dict(resources)
+    share = {key: float(resources[key]) / ranks for key in ("num_cpus", "num_gpus") if key in resources}
+    # ranks=1: a rank's share is one actor's resources (dividing it again changes nothing)
+    return dict(resources, **share, custom={k: float(v) / ranks for k, v in (resources.get("custom") or {}).items()}, ranks=1)
+
+
 def bundle(resources: dict) -> dict[str, float]:
     """One actor's placement bundle from its `num_cpus` / `num_gpus` and custom node resources
     (a rank's share of them for a sharded agent)."""
-    ranks = max(1, int(resources.get("ranks", 1)))
-    wanted = {"CPU": float(resources.get("num_cpus", 0.0)) / ranks, "GPU": float(resources.get("num_gpus", 0.0)) / ranks,
-              **{name: float(amount) / ranks for name, amount in (resources.get("custom") or {}).items()}}
+    share = rank_resources(resources)
+    wanted = {"CPU": float(share.get("num_cpus", 0.0)), "GPU": float(share.get("num_gpus", 0.0)),
+              **{name: float(amount) for name, amount in (share.get("custom") or {}).items()}}
     wanted = {k: v for k, v in wanted.items() if v > 0}
     return wanted or {"CPU": 0.01}  # a bundle must reserve something
-
-
-def ranks_of(resources: dict) -> int:
-    return max(1, int(resources.get("ranks", 1)))
 
 
 def reserve(agents: dict[str, dict], timeout_s: float, strategy: str = "PACK") -> tuple[list[Any], dict[str, Any]]:
@@ -80,7 +91,7 @@ def _reserve_ranks(name: str, resources: dict, timeout_s: float, groups: list) -
             f"{have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU on {len([n for n in ray.nodes() if n.get('Alive')])} "
             f"nodes; lower its ranks or resources, relax rank_placement or add nodes (waited {timeout_s:g}s)")
     groups.append(group)
-    return [dict(resources, scheduling_strategy=PlacementGroupSchedulingStrategy(
+    return [dict(rank_resources(resources), scheduling_strategy=PlacementGroupSchedulingStrategy(
         placement_group=group, placement_group_bundle_index=rank)) for rank in range(ranks)]
 
 
@@ -129,7 +140,7 @@ def _place_in(group: Any, agents: dict[str, dict]) -> dict[str, Any]:
                 raise PlacementError(f"agent {name}: the enclosing placement group has {group.bundle_count} bundles and all are "
                                      f"taken; size it for every agent of the run (one bundle per agent rank, after the caller's)")
             _next_bundle[key] = index + 1
-            ranks.append(dict(resources, scheduling_strategy=PlacementGroupSchedulingStrategy(
+            ranks.append(dict(rank_resources(resources), scheduling_strategy=PlacementGroupSchedulingStrategy(
                 placement_group=group, placement_group_bundle_index=index)))
         placed[name] = ranks if len(ranks) > 1 else ranks[0]
     return placed

@@ -101,12 +101,12 @@ class AgentPool:
         self.handles[name], self.ranks[name] = actors[0], actors
 
     def _create(self, name: str, spec: Any, resources: dict, actor_class: Any, rank: int = 0):
-        share = max(1, int(resources.get("ranks", 1)))  # a rank holds its share of the agent's resources
+        """One actor; `resources` are its own (a rank's share for a sharded agent: orchestrator.placement)."""
         options = dict(name=f"{self.run_id}:{name}" + (f":rank{rank}" if rank else ""), namespace=self.namespace, lifetime=None,
-                       num_cpus=resources.get("num_cpus", 0.5) / share, num_gpus=resources.get("num_gpus", 0.0) / share,
+                       num_cpus=resources.get("num_cpus", 0.5), num_gpus=resources.get("num_gpus", 0.0),
                        max_restarts=0, max_concurrency=1)
         if resources.get("custom"):
-            options["resources"] = {k: v / share for k, v in resources["custom"].items()}
+            options["resources"] = dict(resources["custom"])
         if resources.get("scheduling_strategy") is not None:
             options["scheduling_strategy"] = resources["scheduling_strategy"]
         if self.step_log is None and self.on_steps is not None:
@@ -142,7 +142,7 @@ class AgentPool:
         ray.kill(self.ranks[name][rank], no_restart=True)
 
     def _kill_all(self, name: str) -> None:
-        for handle in self.ranks.get(name, [self.handles[name]]):
+        for handle in self.ranks[name]:
             try:
                 ray.kill(handle, no_restart=True)
             except Exception:  # noqa: BLE001 - already gone

@@ -249,18 +249,13 @@ class RunDirectory:
         return str(final)
 
     def _rounds(self) -> list[int]:
-        names = storage.listdir(self.checkpoints)
-        return sorted(int(n[len(CHECKPOINT_PREFIX):]) for n in names
-                      if n.startswith(CHECKPOINT_PREFIX) and n[len(CHECKPOINT_PREFIX):].isdigit())
+        return checkpoint_rounds(self.root)
 
     def latest_checkpoint(self) -> str | None:
-        """The newest committed checkpoint (URI: has the marker; local: was renamed into place with
-        its state file); partial ones are ignored."""
-        marker = COMMIT_MARKER if self.remote else STATE_FILE
+        """The newest committed checkpoint; partial ones are ignored."""
         for index in reversed(self._rounds()):
-            path = storage.join(self.checkpoints, f"{CHECKPOINT_PREFIX}{index}")
-            if storage.exists(storage.join(path, marker)):
-                return path
+            if is_committed(self.root, index):
+                return storage.join(self.checkpoints, f"{CHECKPOINT_PREFIX}{index}")
         return None
 
     def prune_checkpoints(self, keep: set[int]) -> list[int]:
@@ -276,6 +271,20 @@ class RunDirectory:
     def read_state(self, checkpoint: str) -> dict:
         path = storage.join(checkpoint, STATE_FILE)
         return json.loads(storage.read_text(path))
+
+def checkpoint_rounds(root: str) -> list[int]:
+    """The rounds with a checkpoint folder in a run directory (a path or URI), committed or not."""
+    names = storage.listdir(storage.join(root, "checkpoints"))
+    return sorted(int(n[len(CHECKPOINT_PREFIX):]) for n in names
+                  if n.startswith(CHECKPOINT_PREFIX) and n[len(CHECKPOINT_PREFIX):].isdigit())
+
+
+def is_committed(root: str, index: int) -> bool:
+    """Whether round `index`'s checkpoint is complete: on a URI it has the marker written last; a
+    local one was renamed into place with its state file."""
+    marker = STATE_FILE if storage.is_local(root) else COMMIT_MARKER
+    return storage.exists(storage.join(root, "checkpoints", f"{CHECKPOINT_PREFIX}{index}", marker))
+
 
 def check_keep_best(keep_best: str, rounds: list[dict]) -> None:
     """`checkpoint.keep_best` must name an agent and a metric the first round's evaluation has: a
