@@ -23,9 +23,6 @@ class _StepLog:
         self.records: deque[dict[str, Any]] = deque(maxlen=max_records)
         self.dropped = 0
 
-    def append(self, agent: str, record: dict[str, Any]) -> None:
-        self.extend(agent, [record])
-
     def extend(self, agent: str, records: list[dict[str, Any]]) -> None:
         for record in records:
             if len(self.records) == self.records.maxlen:
