@@ -68,6 +68,10 @@ class SweepSpec:
     seeds: list[int] = field(default_factory=lambda: [0])
     columns: list[str] = field(default_factory=lambda: list(DEFAULT_COLUMNS))
     claims: list[Claim] = field(default_factory=list)
+    # a confirmation sweep names the exploration spec whose settings, columns and claims it reruns on
+    # its own seeds (disjoint from every exploration spec's beside it: no choice was made on them)
+    confirms: str | None = None
+    exploration_seeds: list[int] = field(default_factory=list)  # the seeds of the spec it confirms
 
     def trials(self) -> list[dict[str, Any]]:
         """Every (setting, seed) pair, in a stable order; the trial id names its run directory."""
@@ -182,15 +186,21 @@ def parse_claim(text: str, name: str | None = None) -> Claim:
 
 
 def load_spec(path: str | Path) -> SweepSpec:
-    """A sweep spec from YAML (keys as `SweepSpec`; claims as dicts or `"a > b"` strings)."""
+    """A sweep spec from YAML (keys as `SweepSpec`; claims as dicts or `"a > b"` strings).
+
+    A spec with `confirms: other.yaml` is a confirmation sweep: it takes config, overrides, settings,
+    columns and claims from that exploration spec and keeps only its own name and seeds, which must
+    share none with any exploration spec in its folder (one line naming the seeds otherwise)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"sweep spec {path} does not exist")
     raw = yaml.safe_load(path.read_text()) or {}
-    known = set(SweepSpec.__dataclass_fields__)
+    known = set(SweepSpec.__dataclass_fields__) - {"exploration_seeds"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"sweep spec {path}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    if raw.get("confirms"):
+        return _confirmation_spec(path, raw)
     claims = []
     for item in raw.pop("claims", []) or []:
         if isinstance(item, str):
@@ -206,6 +216,34 @@ def load_spec(path: str | Path) -> SweepSpec:
     settings = {str(k): [str(o) for o in (v or [])] for k, v in settings.items()}
     return SweepSpec(name=str(raw.pop("name", path.stem)), settings=settings, seeds=[int(s) for s in seeds],
                      claims=claims, **raw)
+
+
+def _confirmation_spec(path: Path, raw: dict) -> SweepSpec:
+    """The exploration spec `raw["confirms"]` (relative to `path`) rerun on `raw["seeds"]`."""
+    extra = set(raw) - {"name", "seeds", "confirms"}
+    if extra:
+        raise ConfigError(f"sweep spec {path}: a confirmation spec holds only name, seeds and confirms; "
+                          f"{sorted(extra)} come from {raw['confirms']}")
+    base_path = path.parent / str(raw["confirms"])
+    base = load_spec(base_path)
+    if base.confirms:
+        raise ConfigError(f"sweep spec {path}: {raw['confirms']} is itself a confirmation spec")
+    seeds = parse_seeds(raw["seeds"]) if isinstance(raw.get("seeds"), str) else [int(s) for s in raw.get("seeds") or []]
+    if not seeds:
+        raise ConfigError(f"sweep spec {path}: no confirmation seeds")
+    used = {}
+    for sibling in sorted(path.parent.glob("*.yaml")):
+        other = yaml.safe_load(sibling.read_text()) or {}
+        if sibling.resolve() != path.resolve() and not other.get("confirms"):
+            other_seeds = other.get("seeds", [0])
+            for seed in set(seeds) & set(parse_seeds(other_seeds) if isinstance(other_seeds, str) else other_seeds):
+                used.setdefault(seed, sibling.name)
+    if used:
+        clash = ", ".join(f"{seed} ({name})" for seed, name in sorted(used.items())[:5])
+        raise ConfigError(f"sweep spec {path}: confirmation seeds already used by exploration sweeps: {clash}")
+    return SweepSpec(name=str(raw.get("name", path.stem)), config=base.config, overrides=base.overrides,
+                     settings=base.settings, seeds=seeds, columns=base.columns, claims=base.claims,
+                     confirms=str(raw["confirms"]), exploration_seeds=base.seeds)
 
 
 # ---------------------------------------------------------------- metrics of one run
