@@ -43,11 +43,21 @@ def render_table(results: dict, columns: list[str] | None = None) -> str:
 
 
 def render_claims(results: dict) -> str:
-    lines = []
-    for claim in results["claims"]:
-        lines.append(f"- `{claim['name']}` ({claim['left']} {claim['op']} {claim['right']}): "
-                     f"holds in {claim['holds']} of {claim['n']} seeds")
-    return "\n".join(lines)
+    """One row per claim: the mean paired difference (in the claim's direction), its 95% interval,
+    "holds in k of n" and the verdict, which says *holding* only when the interval excludes zero."""
+    from orchestrator.sweep_spec import CI_METHOD, refresh_claims
+
+    claims = refresh_claims(results)["claims"]
+    lines = ["| claim | paired difference | 95% interval | holds in | verdict |", "| --- | --- | --- | --- | --- |"]
+    for claim in claims:
+        interval = claim.get("ci95")
+        difference = f"{claim['difference']:+.4f}" if claim.get("difference") is not None else "-"
+        shown = f"[{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else "-"
+        verdict = "holding" if claim.get("holding") else ("not holding: interval includes zero or lies below"
+                                                          if interval else "too few seeds")
+        lines.append(f"| `{claim['left']} {claim['op']} {claim['right']}` | {difference} | {shown} | "
+                     f"{claim['holds']} of {claim['n']} seeds | {verdict} |")
+    return "\n".join(lines + ["", f"_Interval: {CI_METHOD}; the difference is left minus right for `>`._"])
 
 
 def render_failures(results: dict) -> str:

@@ -328,12 +328,47 @@ def aggregate(spec: SweepSpec, trials: list[dict]) -> tuple[dict, list[dict]]:
                                else [claim])]
     for claim in expanded:
         (ls, lm), (rs, rm) = claim.sides(default)
-        per_seed = {}
+        per_seed, differences = {}, []
         for seed in spec.seeds:
             left, right = done.get((ls, seed), {}).get(lm), done.get((rs, seed), {}).get(rm)
             if left is not None and right is not None:
                 per_seed[str(seed)] = bool(OPERATORS[claim.op](left, right))
+                # the paired difference in the claim's direction: > 0 where `left op right` is ahead
+                differences.append(left - right if claim.op in (">", ">=") else right - left)
         claims.append({"name": claim.name, "claim": claim.text(), "left": f"{ls}:{lm}", "op": claim.op,
                        "right": f"{rs}:{rm}", "per_seed": per_seed, "holds": sum(per_seed.values()),
-                       "n": len(per_seed)})
+                       "n": len(per_seed), **paired_interval(differences)})
     return table, claims
+
+
+BOOTSTRAP_RESAMPLES = 10_000
+CI_METHOD = f"paired bootstrap over seeds, {BOOTSTRAP_RESAMPLES} resamples, percentile 95% interval"
+
+
+def paired_interval(differences: list[float], seed: int = 0) -> dict[str, Any]:
+    """Mean paired difference with a 95% percentile-bootstrap interval over seeds (resampled with a
+    fixed generator, so a results file renders the same interval every time). A claim is *holding*
+    only when the whole interval lies above zero; fewer than 2 seeds give no interval."""
+    import numpy as np
+
+    if not differences:
+        return {"difference": None, "ci95": None, "holding": False, "ci_method": CI_METHOD}
+    values = np.asarray(differences, dtype=np.float64)
+    if len(values) < 2:
+        return {"difference": float(values.mean()), "ci95": None, "holding": False, "ci_method": CI_METHOD}
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(BOOTSTRAP_RESAMPLES, len(values)))].mean(axis=1)
+    low, high = (float(q) for q in np.percentile(means, [2.5, 97.5]))
+    return {"difference": float(values.mean()), "ci95": [low, high], "holding": low > 0, "ci_method": CI_METHOD}
+
+
+def refresh_claims(results: dict) -> dict:
+    """`results` with its claims evaluated again from its trials by this code (a results file written
+    before intervals existed renders with them; the per-seed verdicts cannot change)."""
+    raw = dict(results["spec"])
+    # the claims as evaluated (both sides scoped to their setting), not as written in the spec
+    raw["claims"] = [Claim(name=c["name"], left=c["left"], op=c["op"], right=c["right"]) for c in results["claims"]]
+    known = set(SweepSpec.__dataclass_fields__)
+    spec = SweepSpec(**{k: v for k, v in raw.items() if k in known})
+    _, claims = aggregate(spec, results["trials"])
+    return {**results, "claims": claims}

@@ -82,6 +82,44 @@ def test_claims_are_evaluated_per_seed_within_and_across_settings():
     assert across["per_seed"] == {"0": True, "1": False} and (across["holds"], across["n"]) == (1, 2)  # seed 2 failed: not counted
 
 
+def test_a_claim_holds_only_when_its_paired_interval_excludes_zero():
+    from orchestrator.sweep_report import render_claims
+    from orchestrator.sweep_spec import paired_interval
+
+    clear = paired_interval([0.02, 0.03, 0.01, 0.025, 0.015])
+    assert clear["difference"] == pytest.approx(0.02) and clear["holding"]
+    assert 0.01 <= clear["ci95"][0] < 0.02 < clear["ci95"][1] <= 0.03
+    # ahead on average and in 4 of 5 seeds, but one large loss: the interval reaches below zero
+    mixed = paired_interval([0.05, 0.05, 0.05, 0.05, -0.15])
+    assert mixed["difference"] > 0 and mixed["ci95"][0] < 0 < mixed["ci95"][1] and not mixed["holding"]
+    assert paired_interval([0.5])["ci95"] is None and not paired_interval([0.5])["holding"]
+    assert paired_interval([0.01, -0.2, 0.03]) == paired_interval([0.01, -0.2, 0.03])  # same file, same interval
+    # `<` claims measure right minus left; the rendered row shows interval and verdict
+    spec = SweepSpec(name="x", seeds=[0, 1, 2], claims=[parse_claim("student.round0 < student.final")])
+    trials = [{"setting": "base", "seed": s, "status": "done", "metrics": trial_metrics(fake_summary([0.5, 0.6 + s / 100], [[0.5, 0.5]]))}
+              for s in range(3)]
+    _, (claim,) = aggregate(spec, trials)
+    assert claim["difference"] == pytest.approx(0.11) and claim["holding"] and claim["holds"] == 3
+    results = {"spec": spec.shown(), "claims": [claim], "trials": trials}
+    assert "| +0.1100 | [+0.1000, +0.1200] | 3 of 3 seeds | holding |" in render_claims(results)
+
+
+def test_a_confirmation_spec_reruns_its_exploration_spec_on_seeds_it_never_used(tmp_path):
+    (tmp_path / "explore.yaml").write_text("name: explore\nseeds: 0-4\nsettings: {a: [], b: [teachers.count=1]}\n"
+                                          "claims: ['a:student.final > b:student.final']\n")
+    (tmp_path / "map.yaml").write_text("name: map\nseeds: [7]\nclaims: ['student.final > student.round0']\n")
+    (tmp_path / "confirm.yaml").write_text("name: confirm\nconfirms: explore.yaml\nseeds: 10-29\n")
+    spec = load_spec(tmp_path / "confirm.yaml")
+    assert spec.seeds == list(range(10, 30)) and spec.exploration_seeds == [0, 1, 2, 3, 4]
+    assert spec.settings == {"a": [], "b": ["teachers.count=1"]} and spec.claims[0].left == "a:student.final"
+    (tmp_path / "confirm.yaml").write_text("name: confirm\nconfirms: explore.yaml\nseeds: 3-8\n")
+    with pytest.raises(ConfigError, match=r"already used by exploration sweeps: 3 \(explore.yaml\), 4 \(explore.yaml\), 7 \(map.yaml\)"):
+        load_spec(tmp_path / "confirm.yaml")
+    (tmp_path / "confirm.yaml").write_text("confirms: explore.yaml\nseeds: 10-29\nsettings: {c: []}\n")
+    with pytest.raises(ConfigError, match="holds only name, seeds and confirms"):
+        load_spec(tmp_path / "confirm.yaml")
+
+
 def test_spec_files_validate():
     for path in sorted((ROOT / "benchmarks" / "sweeps").glob("*.yaml")):
         spec = load_spec(path)
