@@ -29,10 +29,11 @@ from agents import storage
 from agents.config import REFERENCES, ModelSpec, SamplingConfig, TrainConfig
 from agents.generation import make_backend
 from agents.gpu_layout import prompt_budget
-from agents.templates import apply_template
+from agents.templates import apply_template, check_chat_template
 from agents.errors import AgentError
 from agents.objectives import Objective, get_objective
 from agents.scoring import HeadProbe, chunked_label_logps, token_budget_batches
+from tasks.types import Prompt
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,10 @@ class Agent:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if self.tokenizer.eos_token_id is None:
             raise AgentError(f"tokenizer of {self.spec.name_or_path!r} has no EOS token")
+        try:
+            check_chat_template(self.spec.template, self.tokenizer, self.spec.name_or_path)
+        except ValueError as exc:
+            raise AgentError(str(exc)) from None
         lora = self.spec.lora
         self.lora_config = PeftLoraConfig(
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
@@ -267,7 +272,8 @@ class Agent:
     # ------------------------------------------------------------------ encoding
     def encode_prompt(self, text: str) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=False).input_ids
-        if self.tokenizer.bos_token_id is not None:
+        # a model's own chat template may already open with BOS: never give it two
+        if self.tokenizer.bos_token_id is not None and ids[:1] != [self.tokenizer.bos_token_id]:
             ids = [self.tokenizer.bos_token_id] + ids
         return ids
 
@@ -286,13 +292,17 @@ class Agent:
         """Raw token ids of texts (no special tokens): compares tokenizers across agents (WSPO)."""
         return [self.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
 
-    def _encode(self, prompt: str, response: str) -> tuple[list[int], list[int]]:
+    def templated(self, prompt: Prompt) -> str:
+        """The prompt as this model reads it: its template (`auto`: the tokenizer's chat template)."""
+        return apply_template(self.spec.template, prompt, self.tokenizer)
+
+    def _encode(self, prompt: Prompt, response: str) -> tuple[list[int], list[int]]:
         """Template the prompt, tokenize prompt and response (+EOS); truncate to `max_length`.
 
         The response is cut first; the prompt is cut from the left but keeps at least half the
         window, so truncation never leaves an empty prompt.
         """
-        p = self.encode_prompt(apply_template(self.spec.template, prompt))
+        p = self.encode_prompt(self.templated(prompt))
         r = self.tokenizer(response, add_special_tokens=False).input_ids + [self.tokenizer.eos_token_id]
         limit = self.spec.max_length
         if len(p) + len(r) > limit:
@@ -361,7 +371,7 @@ class Agent:
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig | dict | None = None, adapter: str | None = None) -> list[str]:
         """One response per prompt with `adapter` (default: the agent itself)."""
         sampling = coerce(SamplingConfig, sampling)
-        texts = [apply_template(self.spec.template, p) for p in prompts]
+        texts = [self.templated(p) for p in prompts]
         return self.backend.generate(self, texts, sampling, adapter or "default")
 
     def logprobs(self, prompts: Sequence[str], responses: Sequence[str], adapter: str | None = "default",

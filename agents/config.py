@@ -43,7 +43,7 @@ class ModelSpec:
     """
 
     name_or_path: str = "tiny:weak"
-    template: str = "plain"  # plain | vicuna | alpaca
+    template: str = "plain"  # plain | vicuna | alpaca | hh | qwen | auto (the tokenizer's own chat template)
     dtype: str = "float32"  # float32 | bfloat16 | float16
     device: str = "auto"  # auto | cpu | cuda
     device_map: str | None = None  # e.g. "auto" to shard a model too big for one GPU over the actor's GPUs
@@ -102,7 +102,7 @@ class RewardModelSpec:
     """Which reward model scores the agents' test answers; `name_or_path` None switches it off."""
 
     name_or_path: str | None = None
-    template: str = "plain"  # how the prompt is wrapped before the response is appended
+    template: str = "plain"  # how the prompt is wrapped before the response is appended (auto: the chat template)
     separator: str = ""  # put between the wrapped prompt and the response (e.g. "\n")
     pair_input: bool = False  # encode (prompt, response) as a text pair, as cross-encoder judges expect
     dtype: str = "float32"
@@ -123,9 +123,10 @@ def _check(ok: bool, key: str, value: Any, why: str) -> None:
 def validate_source(key: str, name: str, template: str, dtype: str, max_length: int) -> None:
     """What every loaded model needs, agent or reward model: a template, a dtype, a length and, for
     a local path, a directory that exists."""
-    from agents.templates import TEMPLATES
+    from agents.templates import AUTO, TEMPLATES
 
-    _check(template in TEMPLATES, f"{key}.template", template, f"choose one of {sorted(TEMPLATES)}")
+    _check(template in TEMPLATES or template == AUTO, f"{key}.template", template,
+           f"choose one of {sorted([*TEMPLATES, AUTO])}")
     _check(dtype in DTYPES, f"{key}.dtype", dtype, f"choose one of {DTYPES}")
     _check(max_length >= 8, f"{key}.max_length", max_length, "must be at least 8")
     if name.startswith(("/", "./", "../", "~")) and not os.path.isdir(os.path.expanduser(name)):

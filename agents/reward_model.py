@@ -14,7 +14,7 @@ import torch
 
 from agents.agent import AgentError, coerce, first_line, resolve_model_path
 from agents.config import RewardModelSpec
-from agents.templates import apply_template
+from agents.templates import AUTO, apply_template, check_chat_template
 
 
 class RewardModelError(AgentError):
@@ -47,6 +47,10 @@ class RewardModel:
                 use_safetensors=True)
         except Exception as exc:  # noqa: BLE001 - turned into one clear line
             raise RewardModelError(f"cannot load reward model {self.spec.name_or_path!r}: {first_line(exc)}") from exc
+        try:
+            check_chat_template(self.spec.template, self.tokenizer, self.spec.name_or_path)
+        except ValueError as exc:
+            raise RewardModelError(f"reward_model: {exc}") from None
         labels = self.model.config.num_labels
         if not -labels <= self.spec.score_index < labels:
             raise RewardModelError(f"reward_model.score_index={self.spec.score_index} but the model has {labels} output(s)")
@@ -61,11 +65,13 @@ class RewardModel:
 
     def texts(self, prompts: Sequence[str], responses: Sequence[str]) -> list[str]:
         """The single texts the judge reads (when it does not take text pairs)."""
+        if self.spec.template == AUTO:  # the judge's chat template closes the conversation with the answer
+            return [apply_template(AUTO, p, self.tokenizer, response=r) for p, r in zip(prompts, responses)]
         return [apply_template(self.spec.template, p) + self.spec.separator + r for p, r in zip(prompts, responses)]
 
     def _encode(self, prompts: Sequence[str], responses: Sequence[str]):
         if self.spec.pair_input:  # e.g. DeBERTa judges: [CLS] prompt [SEP] response [SEP]
-            inputs = ([apply_template(self.spec.template, p) for p in prompts], list(responses))
+            inputs = ([apply_template(self.spec.template, p, self.tokenizer) for p in prompts], list(responses))
         else:
             inputs = (self.texts(prompts, responses),)
         return self.tokenizer(*inputs, return_tensors="pt", padding=True, truncation=True, max_length=self.spec.max_length)

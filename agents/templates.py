@@ -7,10 +7,20 @@ task uses the prompt as it is (`plain`), since its tiny bases were pre-trained o
 An HH-RLHF prompt is a transcript ("Human: ...\n\nAssistant: ...\n\nHuman: ...\n\nAssistant:"). A
 template with its own role names renders it in them, as the MACPO authors' data does for vicuna
 ("USER: q1 ASSISTANT: a1 USER: q2 ASSISTANT:"), so the model never sees "Assistant: ASSISTANT:".
+
+`auto` is the model's own chat template (`tokenizer.apply_chat_template`), as real chat models need:
+a prompt is then a conversation of messages, whether the data gave one (TRL's conversational rows
+stay `[{"role", "content"}, ...]` from the data file to here) or an HH transcript (its turns become
+user / assistant messages) or a plain string (one user message).
 """
 from __future__ import annotations
 
 import re
+from typing import Any
+
+from tasks.types import Prompt
+
+AUTO = "auto"
 
 TEMPLATES: dict[str, str] = {
     "plain": "{prompt}",
@@ -54,12 +64,58 @@ def _in_roles(turns: list[tuple[str, str]], user: str, assistant: str) -> str:
     return turns[0][1] + "".join((user if speaker == "Human" else assistant) + text for speaker, text in turns[1:])
 
 
-def apply_template(name: str, prompt: str) -> str:
-    """Wrap `prompt` in the template called `name` (an HH transcript in the template's roles)."""
+def as_messages(prompt: Prompt) -> list[dict]:
+    """The conversation a chat template renders: messages as given, an HH transcript's turns, or
+    one user message."""
+    if isinstance(prompt, list):
+        return [{"role": m["role"], "content": m["content"]} for m in prompt]
+    turns = transcript_turns(prompt)
+    if turns is None:
+        return [{"role": "user", "content": prompt}]
+    return [{"role": "user" if speaker == "Human" else "assistant", "content": text} for speaker, text in turns]
+
+
+def as_transcript(prompt: Prompt) -> str:
+    """A conversation as the HH transcript the hand templates read (system text opens the first
+    user turn, since they have no system slot); a string prompt is returned as it is."""
+    if isinstance(prompt, str):
+        return prompt
+    system = "\n\n".join(m["content"] for m in prompt if m["role"] == "system")
+    turns = [m for m in prompt if m["role"] != "system"]
+    if not turns or turns[0]["role"] != "user":
+        turns = [{"role": "user", "content": ""}, *turns]
+    if system:
+        turns[0] = {"role": "user", "content": f"{system}\n\n{turns[0]['content']}".strip()}
+    if len(turns) == 1:
+        return turns[0]["content"]
+    return "\n\n".join(f"{'Human' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in turns) + "\n\nAssistant:"
+
+
+def check_chat_template(name: str, tokenizer: Any, model: str) -> None:
+    """`template: auto` needs a tokenizer that carries a chat template: say so in one line at load."""
+    if name == AUTO and not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"template: auto but the tokenizer of {model!r} has no chat template; "
+                         f"choose one of {sorted(TEMPLATES)}")
+
+
+def apply_template(name: str, prompt: Prompt, tokenizer: Any = None, response: str | None = None) -> str:
+    """Wrap `prompt` in the template called `name` (an HH transcript in the template's roles).
+
+    With `auto` the tokenizer's chat template renders the conversation and opens the assistant
+    turn; given a `response` (a judge reading prompt and answer) it renders that answer as the
+    closing assistant message instead."""
+    if name == AUTO:
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ValueError("template: auto needs a tokenizer with a chat template")
+        messages = as_messages(prompt)
+        if response is not None:
+            return tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": response}], tokenize=False)
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     try:
         template = TEMPLATES[name]
     except KeyError:
-        raise ValueError(f"unknown template {name!r}; choose one of {sorted(TEMPLATES)}") from None
+        raise ValueError(f"unknown template {name!r}; choose one of {sorted([*TEMPLATES, AUTO])}") from None
+    prompt = as_transcript(prompt)
     if name == "hh" and transcript_turns(prompt):
         return "\n\n" + prompt  # the loaders strip the dataset's leading blank line; the judges were trained with it
     if name in ROLES and (turns := transcript_turns(prompt)):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from agents.templates import as_transcript
+
 SHOWN_PROMPTS = 3
 SHOWN_CHARS = 300
 
@@ -40,7 +42,7 @@ def _samples(run_dir: Path, round_index: int, agent: str) -> list[dict]:
 
 
 def _cell(text: object) -> str:
-    text = str(text if text is not None else "")
+    text = as_transcript(text) if isinstance(text, list) else str(text if text is not None else "")
     text = text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "..."
     return text.replace("|", "\\|").replace("\n", "<br>")
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from tasks.config import COMPRESSIONS, DATA_FORMATS, TaskConfig, TaskConfigError, TaskDataError, data_file_format, looks_local
-from tasks.types import PreferenceExample, TaskData
+from tasks.types import PreferenceExample, TaskData, prompt_chars, prompt_key
 
 ASSISTANT = "\n\nAssistant:"
 HUMAN = "\n\nHuman:"
@@ -110,8 +110,9 @@ def _messages(value: Any, key: str) -> list[dict] | None:
     return value
 
 
-def _join(messages: list[dict]) -> str:
-    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+def _conversation(messages: list[dict]) -> list[dict]:
+    """The messages a prompt keeps: role and content only (TRL rows may carry more keys)."""
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 def _last_assistant(messages: list[dict], key: str) -> tuple[int, str]:
@@ -135,10 +136,10 @@ def _reply(value: Any, key: str) -> str:
 def parse_trl(row: dict, cfg: TaskConfig) -> PreferenceExample:
     """TRL preference format: prompt / chosen / rejected as strings or chat messages.
 
-    Conversational rows take the last assistant message as the response and render a message-list
-    prompt as "role: content" lines. Rows without a prompt column (TRL's implicit-prompt format)
-    take the prompt from the conversation before chosen's last assistant message, which rejected
-    must share.
+    Conversational rows take the last assistant message as the response and keep a message-list
+    prompt as messages (a model's chat template renders it: `template: auto`; the hand templates
+    read it as a Human/Assistant transcript). Rows without a prompt column (TRL's implicit-prompt
+    format) take the conversation before chosen's last assistant message, which rejected must share.
     """
     pos, neg = _reply(row.get("chosen"), "chosen"), _reply(row.get("rejected"), "rejected")
     raw_prompt = row.get("prompt")
@@ -149,15 +150,15 @@ def parse_trl(row: dict, cfg: TaskConfig) -> PreferenceExample:
         cut_c, cut_r = _last_assistant(chosen_msgs, "chosen")[0], _last_assistant(rejected_msgs, "rejected")[0]
         if chosen_msgs[:cut_c] != rejected_msgs[:cut_r]:
             raise BadRowError("chosen and rejected conversations differ before the last assistant message")
-        prompt = _join(chosen_msgs[:cut_c])
+        prompt = _conversation(chosen_msgs[:cut_c])
     elif isinstance(raw_prompt, str):
         prompt = raw_prompt
     else:
         messages = _messages(raw_prompt, "prompt")
         if messages is None:
             raise BadRowError(f"key 'prompt' is {type(raw_prompt).__name__}, expected a string or a list of messages")
-        prompt = _join(messages)
-    if not prompt.strip():
+        prompt = _conversation(messages)
+    if not (prompt if isinstance(prompt, str) else "".join(m["content"] for m in prompt)).strip():
         raise BadRowError("empty prompt")
     for key, reply in (("chosen", pos), ("rejected", neg)):
         if not reply.strip():
@@ -368,7 +369,7 @@ def parse_rows(raw: RawRows, cfg: TaskConfig, stats: dict) -> list[PreferenceExa
             if len(reasons) < MAX_REASONS:
                 reasons.append(f"{raw.source} {where}: {exc}")
             continue
-        if cfg.max_prompt_chars and len(example.prompt) > cfg.max_prompt_chars:
+        if cfg.max_prompt_chars and prompt_chars(example.prompt) > cfg.max_prompt_chars:
             per_source["too_long"] += 1
             stats["too_long"] = stats.get("too_long", 0) + 1
             continue
@@ -432,15 +433,16 @@ def load_real_task(cfg: TaskConfig, seed: int) -> TaskData:
     d_w = train[:half][: cfg.n_labelled or None]
     q_w2s, seen = [], set()
     for ex in train[half:]:
-        if ex.prompt not in seen:
-            seen.add(ex.prompt)
+        if prompt_key(ex.prompt) not in seen:
+            seen.add(prompt_key(ex.prompt))
             q_w2s.append(ex.prompt)
     stats["q_w2s_duplicate_prompts"] = len(train) - half - len(q_w2s)
     q_w2s = q_w2s[: cfg.n_unlabelled or None]
     if not d_w or (not q_w2s and cfg.labelled_share < 1.0):
         raise TaskDataError(f"{cfg.path}: {len(train)} usable training rows leave D_w={len(d_w)}, "
                             f"Q_w2s={len(q_w2s)}; both need at least one")
-    test_prompts, d_w_prompts, q_prompts = {ex.prompt for ex in test}, {ex.prompt for ex in d_w}, set(q_w2s)
+    test_prompts, d_w_prompts = {prompt_key(ex.prompt) for ex in test}, {prompt_key(ex.prompt) for ex in d_w}
+    q_prompts = {prompt_key(p) for p in q_w2s}
     stats["overlap"] = {"d_w_test": len(d_w_prompts & test_prompts), "q_w2s_test": len(q_prompts & test_prompts),
                         "d_w_q_w2s": len(d_w_prompts & q_prompts)}
     stats["sizes"] = {"d_w": len(d_w), "q_w2s": len(q_w2s), "test": len(test)}

@@ -5,10 +5,25 @@ Only plain strings, bools, numbers, lists and dicts live here, so a run can writ
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Union
 
 from tasks.config import TaskDataError
+
+# A prompt: a string, or a conversation of {"role": ..., "content": ...} messages (TRL's
+# conversational rows), kept as messages so a model's own chat template can render it.
+Prompt = Union[str, list]
+
+
+def prompt_key(prompt: Prompt) -> str:
+    """A hashable identity of a prompt (sets, dedup): the string, or the conversation as JSON."""
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+
+
+def prompt_chars(prompt: Prompt) -> int:
+    """A prompt's length in characters (a conversation: its messages' contents)."""
+    return len(prompt) if isinstance(prompt, str) else sum(len(m["content"]) for m in prompt)
 
 
 @dataclass(frozen=True)
@@ -19,7 +34,7 @@ class PreferenceExample:
     safety flags). It takes part in equality but not in the hash, since a dict cannot be hashed.
     """
 
-    prompt: str
+    prompt: Prompt = field(hash=False)  # a conversation (list) cannot be hashed: equality only
     chosen: str
     rejected: str
     meta: dict = field(default_factory=dict, hash=False)
@@ -35,7 +50,7 @@ class TaskData:
 
     name: str
     d_w: list[PreferenceExample]
-    q_w2s: list[str]
+    q_w2s: list[Prompt]
     test: list[PreferenceExample]
     has_rule_reward: bool
     stats: dict = field(default_factory=dict)
@@ -51,7 +66,7 @@ class TaskData:
             return cls(
                 name=data["name"],
                 d_w=[_example(ex) for ex in data["d_w"]],
-                q_w2s=[str(p) for p in data["q_w2s"]],
+                q_w2s=[p if isinstance(p, list) else str(p) for p in data["q_w2s"]],
                 test=[_example(ex) for ex in data["test"]],
                 has_rule_reward=bool(data["has_rule_reward"]),
                 stats=dict(data.get("stats") or {}),

@@ -73,10 +73,11 @@ def test_parse_trl_strings_messages_and_implicit_prompt():
                         {"role": "assistant", "content": "hello"}],
              "rejected": [{"role": "assistant", "content": "go away"}]}
     ex = parse_trl(convo, cfg)
-    assert (ex.prompt, ex.chosen, ex.rejected) == ("system: be nice\nuser: hi", "hello", "go away")
+    # a conversation stays messages (a chat template renders it: template auto)
+    assert (ex.prompt, ex.chosen, ex.rejected) == (convo["prompt"], "hello", "go away")
     user = [{"role": "user", "content": "2+2?"}]
     implicit = {"chosen": user + [{"role": "assistant", "content": "4"}], "rejected": user + [{"role": "assistant", "content": "5"}]}
-    assert parse_trl(implicit, cfg) == PreferenceExample("user: 2+2?", "4", "5")
+    assert parse_trl(implicit, cfg) == PreferenceExample(user, "4", "5")
     for row, reason in [
         ({"prompt": "p", "chosen": "a"}, "missing key 'rejected'"),
         ({"chosen": "a", "rejected": "b"}, "missing key 'prompt'"),
@@ -141,7 +142,8 @@ def test_trl_parquet_and_json_array(tmp_path):
     datasets.Dataset.from_list(rows).to_parquet(str(parquet))
     task = load_task(TaskConfig(name="trl", path=str(parquet), n_labelled=5, n_unlabelled=4), 0)
     assert (len(task.d_w), len(task.q_w2s), len(task.test)) == (5, 4, 2)
-    assert all(ex.prompt == f"user: q{ex.chosen.split()[1]}" and ex.rejected.startswith("bad") for ex in task.d_w)
+    assert all(ex.prompt == [{"role": "user", "content": f"q{ex.chosen.split()[1]}"}] and ex.rejected.startswith("bad")
+               for ex in task.d_w)
 
     array = [trl_row(i) for i in range(10)]
     array[4] = {"prompt": "p4", "chosen": "yes"}

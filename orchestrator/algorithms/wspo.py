@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 
+from agents.templates import as_transcript
 from orchestrator import calls
 from orchestrator.algorithms.base import STUDENT, Algorithm, register
 from tasks.errors import BadInput
@@ -78,7 +79,7 @@ class WSPO(Algorithm):
 
     def check_tokenizers(self) -> None:
         """Same text must give the same token ids on both sides, or the shift cannot be transferred."""
-        probe = [ex.prompt + ex.chosen for ex in self.ctl.task.d_w[:16]]
+        probe = [as_transcript(ex.prompt) + ex.chosen for ex in self.ctl.task.d_w[:16]]
         ids = self.ctl.stage("tokenizer_check", {a: calls.token_ids(probe) for a in (STUDENT, self.weak)}).results
         if ids[STUDENT] != ids[self.weak]:
             raise TokenizerMismatch(
