@@ -34,6 +34,7 @@ from orchestrator.run_dir import (SPLITS_FILE, STATE_FILE, RunDirectory, check_f
 from tasks import TaskData, load_task
 
 log = logging.getLogger("orchestrator")
+TRACKED_SAMPLES = 8  # test prompts per agent in each round's samples table (every answer: eval/round_<N>/)
 STAGE_LINES_KEPT = 50  # finished-stage lines progress() hands a client polling every 0.5 s
 
 
@@ -401,10 +402,13 @@ class OrchestratorCore:
         summary = self.summary()
         self.run_dir.write_summary(summary)
         plot_rewards(summary, self.run_dir.plots / "rewards.png")
-        from orchestrator.run_report import render_report
+        from orchestrator.run_report import render_report, sample_table
 
         (self.run_dir.local / "report.md").write_text(render_report(summary, self.run_dir.local))
         self._tracked().log_round(self.rounds[-1], summary)
+        index = self.rounds[-1]["round"]
+        self._tracked().log_samples(index, sample_table(self.run_dir.local, index, list(self.rounds[-1]["eval"]),
+                                                        TRACKED_SAMPLES))
         self.run_dir.publish()  # plots and tracker files of a run on a storage URI
 
     def _tracked(self):

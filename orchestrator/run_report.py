@@ -36,7 +36,8 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _samples(run_dir: Path, round_index: int, agent: str) -> list[dict]:
+def read_samples(run_dir: Path, round_index: int, agent: str) -> list[dict]:
+    """The per-sample rows an evaluation wrote for `agent` at a round ([] when there are none)."""
     path = run_dir / "eval" / f"round_{round_index}" / f"{agent}.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
@@ -47,11 +48,34 @@ def _cell(text: object) -> str:
     return text.replace("|", "\\|").replace("\n", "<br>")
 
 
-def _score(row: dict) -> str:
-    for key in ("rule_reward", "rm_score", "safety_score"):
+SCORE_KEYS = ("rule_reward", "rm_score", "safety_score")
+
+
+def sample_score(row: dict) -> tuple[str, float] | None:
+    """The score a sample row carries (rule reward, else a judge's), as (name, value), or None."""
+    for key in SCORE_KEYS:
         if isinstance(row.get(key), (int, float)):
-            return f" ({key} {row[key]:.3f})"
-    return ""
+            return key, float(row[key])
+    return None
+
+
+def sample_table(run_dir: Path, round_index: int, agents: list[str], rows_per_agent: int) -> list[dict]:
+    """The first `rows_per_agent` test prompts with each agent's answer at a round, for trackers'
+    tables: agent, prompt (a conversation as its transcript), answer, reference and score."""
+    table = []
+    for agent in agents:
+        for row in read_samples(run_dir, round_index, agent)[:rows_per_agent]:
+            prompt = row.get("prompt")
+            score = sample_score(row)
+            table.append({"agent": agent, "prompt": as_transcript(prompt) if isinstance(prompt, list) else str(prompt),
+                          "answer": str(row.get("answer", "")), "reference": str(row.get("reference", "")),
+                          "score": score[1] if score else None})
+    return table
+
+
+def _score(row: dict) -> str:
+    score = sample_score(row)
+    return f" ({score[0]} {score[1]:.3f})" if score else ""
 
 
 def render_report(summary: dict, run_dir: Path) -> str:
@@ -61,8 +85,8 @@ def render_report(summary: dict, run_dir: Path) -> str:
     if len(rounds) >= 1:
         first, last = rounds[0]["round"], rounds[-1]["round"]
         agents = summary.get("agents", [])
-        before = {a: _samples(run_dir, first, a) for a in agents}
-        after = {a: _samples(run_dir, last, a) for a in agents}
+        before = {a: read_samples(run_dir, first, a) for a in agents}
+        after = {a: read_samples(run_dir, last, a) for a in agents}
         count = max((len(rows) for rows in before.values()), default=0)
 
         def changed(i: int) -> bool:

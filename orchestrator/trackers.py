@@ -3,7 +3,9 @@ run directory's own `metrics.jsonl` (always written).
 
 Names are namespaced as verl's: `eval/<agent>/<metric>` and `baseline/<name>/<metric>` at the round,
 `pgr/<key>` at the round, `train/<agent>/<metric>` at the agent's global optimizer step, and
-`timing_s/<stage>` at the round; the run's config is logged as hyper-parameters. Each backend's
+`timing_s/<stage>` at the round; the run's config is logged as hyper-parameters, and each round's
+answers to the first test prompts as a table `samples/round_<N>` (a W&B table, an MLflow table
+artifact, TensorBoard text). Each backend's
 package is optional and imported only when asked for; `check_installed` turns a missing one into
 one line at start naming the extra to install.
 """
@@ -67,7 +69,16 @@ class Tracker(Protocol):
 
     def log_metrics(self, metrics: dict[str, float], step: int, axis: str) -> None: ...
 
+    def log_table(self, name: str, rows: list[dict], step: int) -> None: ...
+
     def close(self) -> None: ...
+
+
+def markdown_table(rows: list[dict]) -> str:
+    columns = list(rows[0]) if rows else []
+    cells = [[str(row[c]).replace("|", "\\|").replace("\n", " ") for c in columns] for row in rows]
+    return "\n".join(["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+                     + ["| " + " | ".join(line) + " |" for line in cells])
 
 
 class TensorBoardTracker:
@@ -84,6 +95,10 @@ class TensorBoardTracker:
     def log_metrics(self, metrics, step, axis):
         for name, value in metrics.items():
             self.writer.add_scalar(name, value, step)
+        self.writer.flush()
+
+    def log_table(self, name, rows, step):
+        self.writer.add_text(name, markdown_table(rows), step)
         self.writer.flush()
 
     def close(self):
@@ -114,6 +129,10 @@ class WandbTracker:
                 self.run.define_metric(axis)
                 self.run.define_metric(f"{family}/*", step_metric=axis)
         self.run.log({axis: step, **metrics})
+
+    def log_table(self, name, rows, step):
+        columns = list(rows[0]) if rows else []
+        self.run.log({name: self.wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in rows])})
 
     def close(self):
         self.run.finish()
@@ -153,6 +172,10 @@ class MlflowTracker:
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
 
+    def log_table(self, name, rows, step):
+        columns = list(rows[0]) if rows else []
+        self.client.log_table(self.run_id, data={c: [row[c] for row in rows] for c in columns}, artifact_file=f"{name}.json")
+
     def close(self):
         self.client.set_terminated(self.run_id)
 
@@ -183,6 +206,12 @@ class Trackers:
                         if isinstance(values, dict) for name, value in values.items() if _number(value)})
         metrics.update({f"pgr/{key}": float(value) for key, value in (summary.get("pgr") or {}).items() if _number(value)})
         self._log(metrics, index, "round")
+
+    def log_samples(self, round_index: int, rows: list[dict]) -> None:
+        """A round's answers to the first test prompts (agent, prompt, answer, reference, score)."""
+        if rows:
+            for tracker in self.trackers:
+                tracker.log_table(f"samples/round_{round_index}", rows, round_index)
 
     def log_stage(self, stage: str, round_index: int, wall_s: float, train: dict[str, dict]) -> None:
         """The stage's wall time at the round (its agents' steps arrived one by one: `log_steps`)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
@@ -76,6 +77,17 @@ def test_tensorboard_mlflow_and_wandb_hold_the_summary(ray_cluster, cache_dir, t
     assert mlflow_run.data.params["seed"] == "0" and mlflow_run.data.params["teachers/count"] == "1"
     assert mlflow_run.info.status == "FINISHED"
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    # each round's answers to the first test prompts as a table: the rows of eval/round_<N>/<agent>.jsonl
+    answers = [json.loads(line)["answer"] for line in (run_dir / "eval" / "round_1" / "student.jsonl").read_text().splitlines()]
+    [text] = events.Tensors("samples/round_1/text_summary")
+    shown = text.tensor_proto.string_val[0].decode()
+    assert shown.startswith("| agent | prompt | answer | reference | score |") and shown.count("| student |") == 8
+    assert all(f"| {answer.replace(chr(10), ' ')} |" in shown for answer in answers[:8])
+    table = json.loads(Path(client.download_artifacts(mlflow_run.info.run_id, "samples/round_1.json", str(tmp_path))).read_text())
+    student_rows = [row for row in table["data"] if row[table["columns"].index("agent")] == "student"]
+    assert [row[table["columns"].index("answer")] for row in student_rows] == answers[:8]
+    [wandb_table] = list((run_dir / "wandb").glob("offline-run-*/files/media/table/samples/round_1_*.table.json"))
+    assert json.loads(wandb_table.read_text())["columns"] == ["agent", "prompt", "answer", "reference", "score"]
     assert json.loads((run_dir / "summary.json").read_text())["rounds"] == summary["rounds"]
     # credentials in the config reach no file of the run: config.yaml, metrics, TensorBoard, MLflow, W&B
     written = [p for p in run_dir.rglob("*") if p.is_file()]
