@@ -23,8 +23,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.main",
         description="Multi-agent weak-to-strong alignment (MACPO / WSPO) on Ray.",
-        epilog="Overrides: dotted keys, e.g. rounds=1 teachers.count=5 algorithm=wspo ablation.hard_negatives=false. "
-               "Every key with its default and meaning: --help-config [PREFIX], e.g. --help-config resources.student",
+        epilog="Overrides, in Hydra's grammar: key=value sets (rounds=1 teachers.count=5 ablation.hard_negatives=false), "
+               "+key=value adds a key the config file does not set, ++key=value sets either way, ~key brings back the "
+               "default; a value may reference another key as ${key} (output_dir=runs/seed_${seed}). Config files "
+               "compose with a `defaults:` list. Every key with its default and meaning: --help-config [PREFIX], "
+               "e.g. --help-config resources.student",
     )
     parser.add_argument("--config", default=None, help="YAML run config (default: configs/default.yaml)")
     parser.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last complete round")

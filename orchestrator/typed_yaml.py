@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -192,9 +193,75 @@ def read_composed(path: str | os.PathLike, chain: tuple[Path, ...] = ()) -> dict
     return _merged(merged, data)
 
 
+_MISSING = object()
+_REFERENCE = re.compile(r"\$\{([^${}]+)\}")
+
+
+def _get_dotted(data: Any, dotted: str) -> Any:
+    """The value at `a.b.0.c`, or _MISSING."""
+    node = data
+    for part in dotted.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _MISSING
+    return node
+
+
+def apply_override(data: dict, text: str) -> None:
+    """One command-line override, in Hydra's grammar: `key=value` sets, `+key=value` adds a key the
+    config does not set yet (refused if it does), `++key=value` sets either way, `~key` removes a
+    key so that its default applies again."""
+    if text.startswith("~"):
+        key = text[1:].split("=", 1)[0].strip()
+        *parents, leaf = key.split(".")
+        parent = _get_dotted(data, ".".join(parents)) if parents else data
+        if not key or not isinstance(parent, dict) or leaf not in parent:
+            raise ConfigError(f"override {text!r}: {key or '(empty)'} is not set in this config, nothing to remove")
+        del parent[leaf]
+        return
+    add = text.startswith("+") and not text.startswith("++")
+    key, value = parse_override(text.lstrip("+"))
+    if add and _get_dotted(data, key) is not _MISSING:
+        raise ConfigError(f"override {text!r}: {key} is already set in this config; change it with {key}=... "
+                          f"(or ++{key}=... to set it either way)")
+    _set_dotted(data, key, value)
+
+
+def resolve_interpolations(data: Any) -> Any:
+    """`${a.b}` references to other keys of the same config, resolved (OmegaConf's syntax): a value
+    that is only a reference takes the referenced value with its type, a reference inside a string
+    is replaced by its text. A reference to a key the config does not set, or a cycle, is one line."""
+    def resolve(value: Any, where: str, seen: tuple[str, ...]) -> Any:
+        if isinstance(value, dict):
+            return {k: resolve(v, f"{where}.{k}" if where else str(k), seen) for k, v in value.items()}
+        if isinstance(value, list):
+            return [resolve(v, f"{where}.{i}", seen) for i, v in enumerate(value)]
+        if not isinstance(value, str) or "${" not in value:
+            return value
+
+        def lookup(ref: str) -> Any:
+            ref, chain = ref.strip(), seen or (where,)
+            if ref in chain:
+                raise ConfigError(f"{chain[0]}: interpolation cycle ({' -> '.join((*chain, ref))})")
+            target = _get_dotted(data, ref)
+            if target is _MISSING:
+                raise ConfigError(f"{where}={value!r}: ${{{ref}}} refers to a key this config does not set")
+            return resolve(target, ref, (*chain, ref))
+
+        whole = _REFERENCE.fullmatch(value)
+        if whole:
+            return lookup(whole.group(1))
+        return _REFERENCE.sub(lambda m: str(lookup(m.group(1))), value)
+
+    return resolve(data, "", ())
+
+
 def build(cls: type, data: dict, overrides: typing.Sequence[str] = ()) -> Any:
-    """`cls` built from `data` after applying `key=value` overrides."""
+    """`cls` built from `data` after applying overrides (`key=value`, `+key=value`, `++key=value`,
+    `~key`) and resolving `${key}` interpolations."""
     for text in overrides:
-        key, value = parse_override(text)
-        _set_dotted(data, key, value)
-    return from_mapping(cls, data)
+        apply_override(data, text)
+    return from_mapping(cls, resolve_interpolations(data))

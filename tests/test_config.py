@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import CONFIG_DIR, ConfigError, load_config
+from orchestrator.config import CONFIG_DIR, ConfigError, RunConfig, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -169,6 +169,26 @@ def test_configs_compose_with_a_defaults_list(tmp_path):
     (tmp_path / "c.yaml").write_text("defaults: [missing.yaml]\n")
     with pytest.raises(ConfigError, match="defaults entry 'missing.yaml' not found"):
         load_config(tmp_path / "c.yaml")
+
+
+def test_hydra_style_overrides_and_interpolation(tmp_path):
+    """`+key` adds a key the file does not set, `++key` sets either way, `~key` brings the default
+    back; `${key}` takes another key's value (typed when it is the whole value)."""
+    (tmp_path / "run.yaml").write_text("seed: 3\nrounds: 4\noutput_dir: runs/seed_${seed}\n"
+                                       "train: {student_sft: {lr: 0.25}, teacher_sft: {lr: '${train.student_sft.lr}'}}\n")
+    config = load_config(tmp_path / "run.yaml", ["+cache_dir=/tmp/bases", "++seed=5", "~rounds"])
+    assert (config.cache_dir, config.seed, config.rounds) == ("/tmp/bases", 5, RunConfig().rounds)
+    assert config.output_dir == "runs/seed_5" and config.train.teacher_sft.lr == 0.25  # resolved after overrides
+    with pytest.raises(ConfigError, match=r"'\+seed=1': seed is already set in this config; change it with seed="):
+        load_config(tmp_path / "run.yaml", ["+seed=1"])
+    with pytest.raises(ConfigError, match=r"'~cache_dir': cache_dir is not set in this config, nothing to remove"):
+        load_config(tmp_path / "run.yaml", ["~cache_dir"])
+    with pytest.raises(ConfigError, match=r"output_dir='\$\{sed\}': \$\{sed\} refers to a key this config does not set"):
+        load_config(tmp_path / "run.yaml", ["output_dir=${sed}"])
+    with pytest.raises(ConfigError, match=r"interpolation cycle \(output_dir -> cache_dir -> output_dir\)"):
+        load_config(tmp_path / "run.yaml", ["cache_dir=${output_dir}", "output_dir=${cache_dir}"])
+    with pytest.raises(ConfigError, match=r"train.(student|teacher)_sft.lr='x': expected a number"):
+        load_config(tmp_path / "run.yaml", ["train.student_sft.lr=x"])
 
 
 def test_help_config_lists_every_key_with_the_comment_beside_its_field(capsys):
