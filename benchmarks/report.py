@@ -17,7 +17,8 @@ project's venv, e.g. `python benchmarks/teacher_scaling.py`.
 
 | script | measures |
 | --- | --- |
-| `sweeps/macpo_claims.yaml` | (run with `python -m orchestrator.sweep --spec benchmarks/sweeps/macpo_claims.yaml --publish benchmarks/results`) whether the default world shows MACPO's claims: student / teacher rewards over 5 seeds, K=1 vs K=3, ablations |
+| `sweeps/macpo_claims.yaml` | (run with `python -m orchestrator.sweep --spec benchmarks/sweeps/macpo_claims.yaml --publish benchmarks/results`) MACPO's claims on the exploration seeds 0-4 the default world was chosen on: student / teacher rewards, K=1 vs K=3, ablations |
+| `sweeps/macpo_claims_confirmation.yaml` | (same command) the same settings and claims on the confirmation seeds 100-119, which chose nothing: the claims README publishes |
 | `sweeps/wspo_claims.yaml` | (same command) WSPO vs the student's SFT and DPO baselines and the weak aligned model over 5 seeds |
 | `sweeps/sweep_speed.yaml` | a 3-setting x 5-seed sweep of the default config: how long a sweep takes |
 | `sweeps/map_*.yaml` | the map of the CPU world (rendered below by `world_map.py`): clean vs noisy chosen answers in `D_w`, teacher presets, number of teachers, rounds, with the ablations where measured |
@@ -338,13 +339,19 @@ def section_map() -> list[str]:
 
 
 def main() -> None:
+    from benchmarks.world_map import THREE_WORDS_FILES
+    from orchestrator.sweep_report import render_confirmation, render_markdown
+
     lines = [INTRO]
     if (data := load("default_seed0_summary")):
         lines += ["## Reference run (default config, seed 0)", "",
                   "`python -m orchestrator.main` on any machine gives these rewards within 0.005 "
                   "(`python benchmarks/reference_run.py --check`).", ""]
         lines += section_reference(data, load("reproducibility")) + [""]
-    for name, title in (("macpo_claims", "MACPO on the default world (task.chosen_noise=0.5)"), ("wspo_claims", "WSPO on the clean world (configs/wspo_default.yaml)"),
+    if (data := load("macpo_claims_confirmation")):
+        lines += ["## MACPO's claims on confirmation seeds", "", render_confirmation(load("macpo_claims"), data), "",
+                  render_markdown(data, None).split("\n", 1)[1], ""]
+    for name, title in (("macpo_claims", "MACPO on the default world (task.chosen_noise=0.5), exploration seeds"), ("wspo_claims", "WSPO on the clean world (configs/wspo_default.yaml)"),
                         ("sweep_speed", "Sweep speed: 3 settings x 5 seeds of the default config"),
                         ("map_clean_world", "Map cell: the clean world (task.chosen_noise=0), every claim"),
                         ("map_chosen_noise", "Map slice: noisy chosen answers (task.chosen_noise=0.5) x teachers"),
@@ -352,6 +359,8 @@ def main() -> None:
                         ("map_noisy_teachers_rounds", "Map slice: number of teachers and 4 rounds in the noisy world"),
                         ("wspo_chosen_noise", "WSPO with noisy chosen answers (task.chosen_noise=0.5)")):
         if (data := load(name)):
+            if name in THREE_WORDS_FILES:  # measured before task.harm_words existed: 3 trigger words
+                title += " - measured with 3 trigger words (task.harm_words=3, the default then)"
             lines += section_sweep(data, title)
     lines += section_map()
     if (data := load("teacher_scaling")):
@@ -382,18 +391,16 @@ def main() -> None:
 
 
 def inject_into_project_readme() -> None:
-    """Replace the `<!-- results:NAME -->` blocks of the top-level README with measured tables."""
+    """Replace the `<!-- results:NAME -->` blocks of README and docs/findings.md with measured tables."""
     import re
 
-    from orchestrator.sweep_report import render_markdown
+    from orchestrator.sweep_report import render_confirmation, render_markdown
 
-    readme = HERE.parent / "README.md"
-    text = readme.read_text()
     blocks = {}
     if (data := load("default_seed0_summary")):
         blocks["reference"] = "\n".join(section_reference(data, load("reproducibility")))
-    if (data := load("macpo_claims")):
-        blocks["claims"] = render_markdown(data)
+    if (data := load("macpo_claims_confirmation")):
+        blocks["claims"] = render_confirmation(load("macpo_claims"), data)
     if (data := load("wspo_claims")):
         blocks["wspo"] = render_markdown(data)
     if (data := load("wspo_chosen_noise")):
@@ -402,10 +409,12 @@ def inject_into_project_readme() -> None:
 
     if (rows := summarise(load_runs(RESULTS))):
         blocks["map"] = render_table(rows)
-    for name, body in blocks.items():
-        text = re.sub(rf"<!-- results:{name} -->.*?<!-- /results:{name} -->",
-                      lambda _: f"<!-- results:{name} -->\n{body.strip()}\n<!-- /results:{name} -->", text, flags=re.S)
-    readme.write_text(text)
+    for page in (HERE.parent / "README.md", HERE.parent / "docs" / "findings.md"):
+        text = page.read_text()
+        for name, body in blocks.items():
+            text = re.sub(rf"<!-- results:{name} -->.*?<!-- /results:{name} -->",
+                          lambda _: f"<!-- results:{name} -->\n{body.strip()}\n<!-- /results:{name} -->", text, flags=re.S)
+        page.write_text(text)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,39 @@ def render_claims(results: dict) -> str:
     return "\n".join(lines + ["", f"_Interval: {CI_METHOD}; the difference is left minus right for `>`._"])
 
 
+def render_confirmation(exploration: dict | None, confirmation: dict) -> str:
+    """Each claim on the confirmation seeds beside the same claim on the exploration seeds the
+    choices were made on; the verdict is the confirmation's (its interval above zero or not)."""
+    from orchestrator.sweep_spec import CI_METHOD, refresh_claims
+
+    def cells(claim: dict | None) -> str:
+        if not claim or claim.get("difference") is None:
+            return "- | -"
+        interval = claim.get("ci95")
+        shown = f" [{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else ""
+        return f"{claim['difference']:+.4f}{shown} | {claim['holds']} of {claim['n']}"
+
+    explored = {(c["left"], c["op"], c["right"]): c for c in refresh_claims(exploration)["claims"]} if exploration else {}
+    seeds = confirmation["spec"]["seeds"]
+    explored_seeds = exploration["spec"]["seeds"] if exploration else []
+    lines = [f"| claim | exploration: difference [95% interval] (seeds {_seed_range(explored_seeds)}) | holds in "
+             f"| confirmation: difference [95% interval] (seeds {_seed_range(seeds)}) | holds in | verdict |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for claim in refresh_claims(confirmation)["claims"]:
+        verdict = "**holding**" if claim.get("holding") else "not holding"
+        lines.append(f"| `{claim['left']} {claim['op']} {claim['right']}` | "
+                     f"{cells(explored.get((claim['left'], claim['op'], claim['right'])))} | {cells(claim)} | {verdict} |")
+    failed = sum(t["status"] != "done" for t in confirmation["trials"])
+    return "\n".join([machine_line(confirmation), "", *lines, "",
+                      f"_Interval: {CI_METHOD}. Confirmation trials: {len(confirmation['trials'])}, failed: {failed}._"])
+
+
+def _seed_range(seeds: list[int]) -> str:
+    if seeds and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds))
+
+
 def render_failures(results: dict) -> str:
     failed = [t for t in results["trials"] if t["status"] != "done"]
     return "\n".join(f"- trial `{t['trial_id']}` failed: {t['error']}" for t in failed)
