@@ -390,10 +390,12 @@ def main() -> None:
     inject_into_project_readme()
 
 
-def inject_into_project_readme() -> None:
-    """Replace the `<!-- results:NAME -->` blocks of README and docs/findings.md with measured tables."""
-    import re
+PAGES_WITH_RESULTS = ("README.md", "docs/findings.md")  # pages whose `<!-- results:NAME -->` blocks are rendered
 
+
+def project_blocks() -> dict[str, str]:
+    """The measured tables README and docs/findings.md show, by block name."""
+    from benchmarks.world_map import load_runs, render_table, summarise
     from orchestrator.sweep_report import render_confirmation, render_markdown
 
     blocks = {}
@@ -405,16 +407,27 @@ def inject_into_project_readme() -> None:
         blocks["wspo"] = render_markdown(data)
     if (data := load("wspo_chosen_noise")):
         blocks["wspo_noisy"] = render_markdown(data)
-    from benchmarks.world_map import load_runs, render_table, summarise
-
     if (rows := summarise(load_runs(RESULTS))):
         blocks["map"] = render_table(rows)
-    for page in (HERE.parent / "README.md", HERE.parent / "docs" / "findings.md"):
-        text = page.read_text()
-        for name, body in blocks.items():
-            text = re.sub(rf"<!-- results:{name} -->.*?<!-- /results:{name} -->",
-                          lambda _: f"<!-- results:{name} -->\n{body.strip()}\n<!-- /results:{name} -->", text, flags=re.S)
-        page.write_text(text)
+    return blocks
+
+
+def with_blocks(text: str, blocks: dict[str, str]) -> str:
+    """`text` with each `<!-- results:NAME -->...<!-- /results:NAME -->` block replaced by its table."""
+    import re
+
+    for name, body in blocks.items():
+        text = re.sub(rf"<!-- results:{name} -->.*?<!-- /results:{name} -->",
+                      lambda _: f"<!-- results:{name} -->\n{body.strip()}\n<!-- /results:{name} -->", text, flags=re.S)
+    return text
+
+
+def inject_into_project_readme() -> None:
+    """Replace the results blocks of README and docs/findings.md with the measured tables."""
+    blocks = project_blocks()
+    for name in PAGES_WITH_RESULTS:
+        page = HERE.parent / name
+        page.write_text(with_blocks(page.read_text(), blocks))
 
 
 if __name__ == "__main__":
