@@ -395,7 +395,7 @@ PAGES_WITH_RESULTS = ("README.md", "docs/findings.md")  # pages whose `<!-- resu
 
 def project_blocks() -> dict[str, str]:
     """The measured tables README and docs/findings.md show, by block name."""
-    from benchmarks.world_map import load_runs, render_table, summarise
+    from benchmarks.world_map import load_runs, render_refusal_table, render_table, summarise
     from orchestrator.sweep_report import render_confirmation, render_markdown
 
     blocks = {}
@@ -409,6 +409,7 @@ def project_blocks() -> dict[str, str]:
         blocks["wspo_noisy"] = render_markdown(data)
     if (rows := summarise(load_runs(RESULTS))):
         blocks["map"] = render_table(rows)
+        blocks["refusal"] = render_refusal_table(rows)
     return blocks
 
 

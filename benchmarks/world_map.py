@@ -102,6 +102,13 @@ def summarise(cells: dict[tuple, dict[int, dict]]) -> list[dict]:
         for name, metric in (("pgr_round0", "pgr.round0"), ("pgr_final", "pgr.final")):
             values = [runs[s][metric] for s in seeds if runs[s].get(metric) is not None]
             row[name] = _stats(values) if values else None
+        # refusing harmful test prompts (`harmless`): can the weak side learn it, can the strong one?
+        row["harmless"] = {name: _stats([runs[s][metric] for s in seeds if metric in runs[s]]) if
+                           any(metric in runs[s] for s in seeds) else None
+                           for name, metric in (("teachers_round0", "teachers_mean.harmless.round0"),
+                                                ("student_round0", "student.harmless.round0"),
+                                                ("student_final", "student.harmless.final"),
+                                                ("gold_ceiling", "baseline.student_sft_gold.harmless"))}
         pgr_pairs = [s for s in seeds if runs[s].get("pgr.final") is not None and runs[s].get("pgr.round0") is not None]
         row["pgr_rises"] = {"holds": sum(runs[s]["pgr.final"] > runs[s]["pgr.round0"] for s in pgr_pairs), "n": len(pgr_pairs)}
         row["vs"] = {}
@@ -134,6 +141,22 @@ def render_table(rows: list[dict]) -> str:
                      f"{r['student_round0']['mean']:.3f} ± {r['student_round0']['sd']:.3f} | "
                      f"{_pm(r['student_gain'])} ({r['student_gain']['holds']}/{n}) | "
                      f"{_pm(r['teachers_gain'])} ({r['teachers_gain']['holds']}/{n}) | {pgr} | " + " | ".join(vs) + " |")
+    return "\n".join(lines)
+
+
+def render_refusal_table(rows: list[dict]) -> str:
+    """Markdown: per cell, the share of harmful test prompts refused (`harmless`, mean ± sd) by the
+    teachers after their SFT on D_w, the student on their labels (round 0) and at the end, and the
+    student trained on gold labels (what the strong model can learn when it is shown)."""
+    lines = ["| noise | teachers | K | other | seeds | teachers round 0 | student round 0 | student final | student on gold labels |",
+             "|" + " --- |" * 9]
+    for r in rows:
+        if r["rounds"] != 2:
+            continue
+        other = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in r["other"].items()) or "-"
+        cells = [f"{h['mean']:.3f} ± {h['sd']:.3f}" if (h := r["harmless"][name]) else "-"
+                 for name in ("teachers_round0", "student_round0", "student_final", "gold_ceiling")]
+        lines.append(f"| {r['noise']:g} | {r['teachers']} | {r['k']} | {other} | {len(r['seeds'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
