@@ -72,3 +72,26 @@ def teacher_pairs(prompts: Sequence[str], own: Sequence[str], hard_negatives: Se
     chosen = student_responses if mutual_positives else own
     rejected = hard_negatives if use_hard_negatives else own
     return _make(prompts, chosen, rejected)
+
+
+def pair_quality(chosen_rewards: Sequence[float], rejected_rewards: Sequence[float], own_rewards: Sequence[float],
+                 harmful: Sequence[bool]) -> dict[str, dict[str, float]]:
+    """What a learner is trained on, judged by a rule reward (where the task has one): per prompt
+    group (all / benign / harmful) the mean reward of chosen, rejected and the learner's own answer,
+    and the share of prompts where chosen beats rejected and where chosen beats the learner's own
+    answer (a positive no better than what the agent already says teaches it nothing)."""
+    groups = {"all": [True] * len(harmful), "benign": [not h for h in harmful], "harmful": list(harmful)}
+    out = {}
+    for name, member in groups.items():
+        idx = [i for i, keep in enumerate(member) if keep]
+        if not idx:
+            continue
+        n = len(idx)
+        out[name] = {"n": n,
+                     "chosen_reward": sum(chosen_rewards[i] for i in idx) / n,
+                     "rejected_reward": sum(rejected_rewards[i] for i in idx) / n,
+                     "own_reward": sum(own_rewards[i] for i in idx) / n,
+                     "chosen_beats_rejected": sum(chosen_rewards[i] > rejected_rewards[i] for i in idx) / n,
+                     "chosen_beats_own": sum(chosen_rewards[i] > own_rewards[i] for i in idx) / n,
+                     "chosen_below_own": sum(chosen_rewards[i] < own_rewards[i] for i in idx) / n}
+    return out

@@ -48,6 +48,15 @@ def sample_rewards(task_name: str, prompts: Sequence[str], responses: Sequence[s
     return [score(p, r).reward for p, r in zip(prompts, responses)]
 
 
+def harmful_flags(task_name: str, prompts: Sequence[str]) -> list[bool] | None:
+    """Which prompts are harmful, where a rule knows (synthetic task); None for real tasks."""
+    if task_name != "synthetic":
+        return None
+    from tasks.synthetic import is_harmful
+
+    return [is_harmful(p) for p in prompts]
+
+
 def gold_responses(task_name: str, prompts: Sequence[str]) -> list[str]:
     """Reference answers, where a rule gives them (the strong-ceiling baseline trains on these)."""
     if task_name != "synthetic":

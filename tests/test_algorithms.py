@@ -119,6 +119,36 @@ def test_full_macpo_student_learns_best_teacher_answer_against_its_hard_negative
     assert [e["response"] for e in ctl.trained("student_sft")["student"][0]] == algorithm.weak_labels
 
 
+def test_each_round_logs_how_good_each_learner_s_pairs_are_by_the_rule_reward():
+    from tasks import harmful_flags, sample_rewards
+
+    ctl, algorithm = macpo_round()
+    q = ctl.task.q_w2s
+    [quality] = [fields for event, fields in ctl.events if event == "pair_quality"]
+    assert quality["round"] == 1 and {"student", "teacher_0", "teacher_1"} <= set(quality)
+    harmful = harmful_flags("synthetic", q)
+    student = quality["student"]
+    assert student["all"]["n"] == len(q) == student["benign"]["n"] + student.get("harmful", {"n": 0})["n"]
+    chosen = sample_rewards("synthetic", q, [f"teacher_1:default:{p}" for p in q])  # the selected positives
+    rejected = sample_rewards("synthetic", q, algorithm.hard_negatives["student"])
+    assert student["all"]["chosen_reward"] == pytest.approx(sum(chosen) / len(q))
+    assert student["all"]["rejected_reward"] == pytest.approx(sum(rejected) / len(q))
+    own = sample_rewards("synthetic", q, [f"teacher_0:default:{p}" for p in q])
+    beats = [c > o for c, o, h in zip(sample_rewards("synthetic", q, [f"student:default:{p}" for p in q]), own, harmful)]
+    assert quality["teacher_0"]["all"]["chosen_beats_own"] == pytest.approx(sum(beats) / len(q))
+
+
+def test_pair_quality_counts_what_beats_what_per_group():
+    from orchestrator.pairs import pair_quality
+
+    q = pair_quality(chosen_rewards=[1.0, 0.2, 1.0, 0.0], rejected_rewards=[0.0, 0.4, 0.0, 0.0],
+                     own_rewards=[1.0, 0.1, 0.0, 1.0], harmful=[False, False, True, True])
+    assert q["all"] == {"n": 4, "chosen_reward": 0.55, "rejected_reward": 0.1, "own_reward": 0.525,
+                        "chosen_beats_rejected": 0.5, "chosen_beats_own": 0.5, "chosen_below_own": 0.25}
+    assert q["harmful"]["chosen_beats_own"] == 0.5 and q["harmful"]["chosen_below_own"] == 0.5
+    assert q["benign"]["chosen_beats_rejected"] == 0.5 and q["benign"]["own_reward"] == pytest.approx(0.55)
+
+
 def test_no_mutual_positives_takes_the_agents_own_answers():
     ctl, _ = macpo_round("ablation.mutual_positives=false")
     q = ctl.task.q_w2s

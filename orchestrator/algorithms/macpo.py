@@ -14,7 +14,7 @@ from collections import Counter
 
 from orchestrator import calls
 from orchestrator.algorithms.base import STUDENT, Algorithm, register
-from orchestrator.pairs import lowest_perplexity, student_pairs, teacher_pairs
+from orchestrator.pairs import lowest_perplexity, pair_quality, student_pairs, teacher_pairs
 
 
 def _sft(prompts, responses) -> list[dict]:
@@ -126,10 +126,38 @@ class MACPO(Algorithm):
             student = student_pairs(prompts, gens[STUDENT], hard[STUDENT], best, ablation.mutual_positives,
                                     ablation.hard_negatives)
             ctl.log_event("pairs", round=index, **{a: p.stats() for a, p in {STUDENT: student, **pair_sets}.items()})
+            self._log_pair_quality(index, prompts, gens, best)
             self._start_training(index, "train", {STUDENT: student}, background=False)
         finally:
             if teachers_training is not None:
                 teachers_training.result()  # the round ends when every learner has trained
+
+    def _log_pair_quality(self, index: int, prompts: list, gens: dict[str, list[str]], best: list[str] | None) -> None:
+        """On a task with a rule reward: how good each learner's chosen and rejected answers are
+        against its own answer, on benign and harmful prompts (`pair_quality` in metrics.jsonl)."""
+        from tasks import harmful_flags, sample_rewards
+
+        ctl, ablation = self.ctl, self.config.ablation
+        if not ctl.task.has_rule_reward:
+            return
+        reward = {}  # answer set -> rule reward per prompt, each set scored once
+
+        def rewards(name: str, answers: list[str]) -> list[float]:
+            if name not in reward:
+                reward[name] = sample_rewards(ctl.task.name, prompts, answers)
+            return reward[name]
+
+        harmful = harmful_flags(ctl.task.name, prompts)
+        quality = {}
+        for agent in (ctl.agents if ablation.teachers_learn else [STUDENT]):
+            own = rewards(agent, gens[agent])
+            if agent == STUDENT:
+                chosen = rewards("selected", best) if ablation.mutual_positives else own
+            else:
+                chosen = rewards(STUDENT, gens[STUDENT]) if ablation.mutual_positives else own
+            rejected = rewards(f"{agent}:negative", self.hard_negatives[agent]) if ablation.hard_negatives else own
+            quality[agent] = pair_quality(chosen, rejected, own, harmful)
+        ctl.log_event("pair_quality", round=index, **quality)
 
     def _start_training(self, index: int, stage: str, pair_sets: dict, background: bool):
         """MACPO-train every agent with usable pairs (one `stage`); in the background: a Future."""
