@@ -299,6 +299,35 @@ def section_step_metrics(data: dict) -> list[str]:
             f"batched send a second): **{100 * data['sink_share_of_train']:.3f}%** of the call.", ""]
 
 
+def render_teacher_learning(data: dict) -> str:
+    """Per round, over the probe's seeds: rewards, what the teachers' pairs hold by the rule reward,
+    and the last optimizer step of the round's training."""
+    def cell(row: dict, name: str, digits: int = 3) -> str:
+        stats = row.get(name)
+        return f"{stats['mean']:.{digits}f} ± {stats['sd']:.{digits}f}" if stats else "-"
+
+    columns = [("student reward", "student_reward"), ("teachers reward", "teachers_reward"),
+               ("teachers benign (helpful)", "teachers_helpful"), ("teachers harmful (harmless)", "teachers_harmless"),
+               ("teacher chosen > own, benign", "teacher_benign_chosen_beats_own"),
+               ("chosen < own, benign", "teacher_benign_chosen_below_own"),
+               ("chosen > own, harmful", "teacher_harmful_chosen_beats_own"),
+               ("chosen < own, harmful", "teacher_harmful_chosen_below_own"),
+               ("chosen - own reward", "teacher_all_chosen_minus_own"), ("pairs dropped (chosen = rejected)", "teacher_dropped_share"),
+               ("teachers chosen NLL (last step)", "teachers_chosen_nll_last_step"),
+               ("teachers reward margin (last step)", "teachers_reward_margin_last_step"),
+               ("student chosen NLL (last step)", "student_chosen_nll_last_step")]
+    lines = ["| round | " + " | ".join(title for title, _ in columns) + " |", "|" + " --- |" * (len(columns) + 1)]
+    for index in data["rounds"]:
+        row = data["per_round"][str(index)]
+        lines.append(f"| {index} | " + " | ".join(cell(row, name) for _, name in columns) + " |")
+    peaks: dict[int, int] = {}
+    for peak in data["student_peak_round"].values():
+        peaks[peak] = peaks.get(peak, 0) + 1
+    shown = ", ".join(f"round {r}: {n}" for r, n in sorted(peaks.items()))
+    return "\n".join([machine_line(data), "", *lines, "",
+                      f"Round at which the student's test reward peaks, over {len(data['student_peak_round'])} seeds: {shown}."])
+
+
 def section_gpu(checks: list[dict]) -> list[str]:
     """The plain Agent on a GPU: agreement with CPU float32 and throughput, one row per model size."""
     lines = ["## GPU check (plain Agent, bf16 on CUDA)", "", machine_line(checks[0]), "",
@@ -363,6 +392,11 @@ def main() -> None:
                 title += " - measured with 3 trigger words (task.harm_words=3, the default then)"
             lines += section_sweep(data, title)
     lines += section_map()
+    if (data := load("teacher_learning")):
+        lines += [f"## What the teachers learn from, round by round (sweep `{data['sweep']}`)", "",
+                  "`python benchmarks/teacher_learning.py runs/sweeps/probe_rounds` after the probe sweep; "
+                  "mean ± sd over seeds; pair columns are shares of `Q_w2s` prompts, averaged over teachers.", "",
+                  render_teacher_learning(data), ""]
     if (data := load("teacher_scaling")):
         lines += section_scaling(data)
     if (data := load("actor_overhead")):
@@ -410,6 +444,8 @@ def project_blocks() -> dict[str, str]:
     if (rows := summarise(load_runs(RESULTS))):
         blocks["map"] = render_table(rows)
         blocks["refusal"] = render_refusal_table(rows)
+    if (data := load("teacher_learning")):
+        blocks["teacher_learning"] = render_teacher_learning(data)
     return blocks
 
 
