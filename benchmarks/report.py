@@ -64,8 +64,8 @@ def section_reference(data: dict, reproducibility: dict | None) -> list[str]:
         lines.append(f"| baseline `{name}` | {metrics['reward']:.3f} |" + " |" * (len(rounds) - 1))
     lines.append("")
     if data.get("total_wall_s"):
-        lines.append(f"The published run took {data['total_wall_s']:.0f} s from start to summary (Ray start-up and "
-                     f"model loading included).")
+        lines.append(f"This one run took {data['total_wall_s']:.0f} s from start to summary (Ray start-up and "
+                     f"model loading included; `benchmarks/time_to_result.py` times repeated runs).")
     if reproducibility:
         diffs = ", ".join(f"{n} thread(s): {d:.4f}" for n, d in reproducibility["max_abs_diff_vs_published"].items())
         lines.append(f"Largest per-round reward difference from this file when the same command runs with other torch "
