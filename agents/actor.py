@@ -120,14 +120,14 @@ class _AgentHost(_Host):
 
     def __init__(self, name: str, spec: dict, cache_dir: str | None = None, num_threads: int = 1, seed: int = 0,
                  storage_options: dict | None = None, nice: int = 0, scheduler: str = "normal", max_new_tokens: int = 0,
-                 step_log: Any = None):
+                 step_log: Any = None, load_weights: bool = True):
         self.name = name
         lower_priority(nice, scheduler)  # on a shared node the critical-path agent keeps its core
         storage.configure(storage_options)  # this actor writes its own checkpoints to the run's storage
         from agents.agent import Agent  # here, not at import: the orchestrator's process never loads torch
 
         self.agent = self.target = Agent(name, spec, cache_dir=cache_dir, num_threads=num_threads, seed=seed,
-                                         max_new_tokens=max_new_tokens)
+                                         max_new_tokens=max_new_tokens, load_weights=load_weights)
         self.step_sender = None
         if step_log is not None:  # each optimizer step's metrics, sent in batches without waiting (orchestrator.step_log)
             self.step_sender = self.agent.step_sink = StepSender(step_log, name)
@@ -199,7 +199,7 @@ class _RewardModelHost(_Host):
 
     def __init__(self, name: str, spec: dict, cache_dir: str | None = None, num_threads: int = 1, seed: int = 0,
                  storage_options: dict | None = None, nice: int = 0, scheduler: str = "normal", max_new_tokens: int = 0,
-                 step_log: Any = None):
+                 step_log: Any = None, load_weights: bool = True):  # (the pool passes every actor its rank's flag)
         self.name = name
         lower_priority(nice, scheduler)
         from agents.reward_model import RewardModel

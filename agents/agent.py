@@ -87,12 +87,14 @@ class Agent:
     """A teacher or the student: base model + named LoRA adapters (`default`, `negative`, ...)."""
 
     def __init__(self, name: str, spec: ModelSpec | dict, cache_dir: str | None = None, num_threads: int | None = None,
-                 seed: int = 0, max_new_tokens: int = 0):
+                 seed: int = 0, max_new_tokens: int = 0, load_weights: bool = True):
         """`seed` is the run's seed: with the agent's name it seeds the LoRA initialisation and the
         order of training batches. Which base is loaded is the spec's business (`spec.seed` picks a
         `tiny:` base), so a seed sweep varies a run, not the models it starts from.
         `max_new_tokens`: the longest answer any generation will ask for (0: half of `max_length`);
-        a vLLM engine's context is built to hold it after the longest kept prompt."""
+        a vLLM engine's context is built to hold it after the longest kept prompt.
+        `load_weights=False` (ranks 1.. of a sharded agent) builds the model on the meta device, with
+        no memory for weights: join_group receives them from rank 0, shard by shard."""
         from peft import LoraConfig as PeftLoraConfig
         from peft import get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -118,10 +120,17 @@ class Agent:
             self.tokenizer = AutoTokenizer.from_pretrained(
                 self.model_path, trust_remote_code=self.spec.trust_remote_code
             )
-            base = AutoModelForCausalLM.from_pretrained(
-                self.model_path, dtype=dtype, trust_remote_code=self.spec.trust_remote_code, use_safetensors=True,
-                **({"device_map": self.spec.device_map} if self.spec.device_map else {}),
-            )
+            if load_weights:
+                base = AutoModelForCausalLM.from_pretrained(
+                    self.model_path, dtype=dtype, trust_remote_code=self.spec.trust_remote_code, use_safetensors=True,
+                    **({"device_map": self.spec.device_map} if self.spec.device_map else {}),
+                )
+            else:
+                from transformers import AutoConfig
+
+                config = AutoConfig.from_pretrained(self.model_path, trust_remote_code=self.spec.trust_remote_code)
+                with torch.device("meta"):
+                    base = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=self.spec.trust_remote_code)
         except Exception as exc:  # noqa: BLE001 - turned into one clear line
             raise AgentError(f"cannot load model {self.spec.name_or_path!r} for {name}: {first_line(exc)}") from exc
         if self.tokenizer.pad_token_id is None:
@@ -138,7 +147,7 @@ class Agent:
             target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
         )
         torch.manual_seed(derive_seed(seed, name, "lora_init"))  # per run seed and agent
-        if not self.spec.device_map:
+        if not self.spec.device_map and load_weights:
             base = base.to(self.device)
         if self.spec.gradient_checkpointing:  # active in train mode only: scoring and generation are unchanged
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -182,7 +191,11 @@ class Agent:
         if self.device.type == "cuda":
             self.device = torch.device("cuda", torch.cuda.current_device())
         mesh = sharding.init_distributed(info, self.device)
+        # rank 0 alone read the weights; each rank takes its shards of them (and every buffer) from it
+        on_meta = any(p.is_meta for p in self.model.parameters())
+        full = {} if on_meta else self.model.state_dict()
         sharding.shard(self.model, mesh, self.device)
+        sharding.receive_from_rank0(self.model, full, self.device, on_meta)
         self.rank_info = info
         with torch.no_grad():  # the first forward goes through the root: FSDP's lazy set-up takes it as root
             bos = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id

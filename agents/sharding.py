@@ -89,6 +89,23 @@ def shard(model: torch.nn.Module, mesh, device: torch.device) -> None:
     fully_shard(model, mesh=mesh, mp_policy=policy)
 
 
+def receive_from_rank0(model: torch.nn.Module, full_state: dict[str, torch.Tensor], device: torch.device,
+                       on_meta: bool) -> None:
+    """After `shard`: every rank's shards of rank 0's weights, broadcast from rank 0 (its full state
+    dict; the others pass {} and hold the model on the meta device until now), then every buffer
+    (a rotary embedding's frequencies are not in the state dict). So a 70B student is read from disk
+    once per agent, not once per rank, and no rank but rank 0 ever holds the whole model."""
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    if on_meta:
+        model.to_empty(device=device)
+    set_model_state_dict(model, full_state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    with torch.no_grad():
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def full_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Each DTensor shard gathered to its full tensor (a collective: every rank calls it, same order)."""
     from torch.distributed.tensor import DTensor

@@ -121,7 +121,7 @@ class AgentPool:
                                                       resources.get("torch_threads") or self.torch_threads, self.seed,
                                                       self.storage_options, resources.get("nice", 0),
                                                       resources.get("scheduler", "normal"), self.max_new_tokens,
-                                                      self.step_log)
+                                                      self.step_log, rank == 0)  # ranks 1.. get weights from rank 0
 
     def drain_steps(self) -> None:
         """Hand the step records that arrived to `on_steps` (never fails a stage: they are metrics)."""

@@ -53,7 +53,7 @@ def exercise(agent: Agent, out: Path) -> dict:
 
 def run_rank(rank: int, world_size: int, port: int, spec: dict, cache_dir: str, out: str) -> None:
     torch.set_num_threads(1)
-    agent = Agent("student", spec, cache_dir=cache_dir, seed=0)
+    agent = Agent("student", spec, cache_dir=cache_dir, seed=0, load_weights=rank == 0)  # as the pool builds ranks
     if world_size > 1:
         agent.join_group(RankInfo(rank, world_size, "127.0.0.1", port, timeout_s=300), reserved_adapters=ADAPTERS)
     result = exercise(agent, Path(out))
