@@ -299,6 +299,26 @@ def section_step_metrics(data: dict) -> list[str]:
             f"batched send a second): **{100 * data['sink_share_of_train']:.3f}%** of the call.", ""]
 
 
+def section_seeds() -> list[str]:
+    """Which seeds each sweep spec used, exploration or confirmation: every choice of world, default
+    or setting was made on exploration seeds; confirmation seeds share none with them (checked when a
+    confirmation spec loads)."""
+    from orchestrator.sweep_spec import load_spec
+
+    lines = ["## Seeds: exploration and confirmation", "",
+             "Every choice of world, default or hyper-parameter was made on exploration sweeps; the claims README "
+             "publishes come from confirmation sweeps, whose seeds no exploration sweep used "
+             "([docs/sweeps.md](../docs/sweeps.md)).", "",
+             "| spec | kind | seeds | confirms |", "| --- | --- | --- | --- |"]
+    for path in sorted((HERE / "sweeps").glob("*.yaml")):
+        spec = load_spec(path)
+        kind = "confirmation" if spec.confirms else "exploration"
+        seeds = spec.seeds
+        shown = f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ", ".join(map(str, seeds))
+        lines.append(f"| `sweeps/{path.name}` | {kind} | {shown} | {f'`{spec.confirms}`' if spec.confirms else '-'} |")
+    return lines + [""]
+
+
 def render_teacher_learning(data: dict) -> str:
     """Per round, over the probe's seeds: rewards, what the teachers' pairs hold by the rule reward,
     and the last optimizer step of the round's training."""
@@ -377,6 +397,7 @@ def main() -> None:
                   "`python -m orchestrator.main` on any machine gives these rewards within 0.005 "
                   "(`python benchmarks/reference_run.py --check`).", ""]
         lines += section_reference(data, load("reproducibility")) + [""]
+    lines += section_seeds()
     if (data := load("macpo_claims_confirmation")):
         lines += ["## MACPO's claims on confirmation seeds", "", render_confirmation(load("macpo_claims"), data), "",
                   render_markdown(data, None).split("\n", 1)[1], ""]
