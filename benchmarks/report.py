@@ -398,9 +398,10 @@ def main() -> None:
                   "(`python benchmarks/reference_run.py --check`).", ""]
         lines += section_reference(data, load("reproducibility")) + [""]
     lines += section_seeds()
-    if (data := load("macpo_claims_confirmation")):
-        lines += ["## MACPO's claims on confirmation seeds", "", render_confirmation(load("macpo_claims"), data), "",
-                  render_markdown(data, None).split("\n", 1)[1], ""]
+    for name, title in (("macpo_claims", "MACPO"), ("wspo_claims", "WSPO")):
+        if (data := load(f"{name}_confirmation")):
+            lines += [f"## {title}'s claims on confirmation seeds", "", render_confirmation(load(name), data), "",
+                      render_markdown(data, None).split("\n", 1)[1], ""]
     for name, title in (("macpo_claims", "MACPO on the default world (task.chosen_noise=0.5), exploration seeds"), ("wspo_claims", "WSPO on the clean world (configs/wspo_default.yaml)"),
                         ("sweep_speed", "Sweep speed: 3 settings x 5 seeds of the default config"),
                         ("map_clean_world", "Map cell: the clean world (task.chosen_noise=0), every claim"),
@@ -458,6 +459,8 @@ def project_blocks() -> dict[str, str]:
         blocks["reference"] = "\n".join(section_reference(data, load("reproducibility")))
     if (data := load("macpo_claims_confirmation")):
         blocks["claims"] = render_confirmation(load("macpo_claims"), data)
+    if (data := load("wspo_claims_confirmation")):
+        blocks["wspo_confirmation"] = render_confirmation(load("wspo_claims"), data)
     if (data := load("wspo_claims")):
         blocks["wspo"] = render_markdown(data)
     if (data := load("wspo_chosen_noise")):
