@@ -303,6 +303,7 @@ def section_seeds() -> list[str]:
     """Which seeds each sweep spec used, exploration or confirmation: every choice of world, default
     or setting was made on exploration seeds; confirmation seeds share none with them (checked when a
     confirmation spec loads)."""
+    from orchestrator.sweep_report import seed_range
     from orchestrator.sweep_spec import load_spec
 
     lines = ["## Seeds: exploration and confirmation", "",
@@ -313,9 +314,7 @@ def section_seeds() -> list[str]:
     for path in sorted((HERE / "sweeps").glob("*.yaml")):
         spec = load_spec(path)
         kind = "confirmation" if spec.confirms else "exploration"
-        seeds = spec.seeds
-        shown = f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ", ".join(map(str, seeds))
-        lines.append(f"| `sweeps/{path.name}` | {kind} | {shown} | {f'`{spec.confirms}`' if spec.confirms else '-'} |")
+        lines.append(f"| `sweeps/{path.name}` | {kind} | {seed_range(spec.seeds)} | {f'`{spec.confirms}`' if spec.confirms else '-'} |")
     return lines + [""]
 
 

@@ -75,8 +75,8 @@ def render_confirmation(exploration: dict | None, confirmation: dict) -> str:
     explored = {(c["left"], c["op"], c["right"]): c for c in refresh_claims(exploration)["claims"]} if exploration else {}
     seeds = confirmation["spec"]["seeds"]
     explored_seeds = exploration["spec"]["seeds"] if exploration else []
-    lines = [f"| claim | exploration: difference [95% interval] (seeds {_seed_range(explored_seeds)}) | holds in "
-             f"| confirmation: difference [95% interval] (seeds {_seed_range(seeds)}) | holds in | verdict |",
+    lines = [f"| claim | exploration: difference [95% interval] (seeds {seed_range(explored_seeds)}) | holds in "
+             f"| confirmation: difference [95% interval] (seeds {seed_range(seeds)}) | holds in | verdict |",
              "| --- | --- | --- | --- | --- | --- |"]
     for claim in refresh_claims(confirmation)["claims"]:
         verdict = "**holding**" if claim.get("holding") else "not holding"
@@ -87,7 +87,8 @@ def render_confirmation(exploration: dict | None, confirmation: dict) -> str:
                       f"_Interval: {CI_METHOD}. Confirmation trials: {len(confirmation['trials'])}, failed: {failed}._"])
 
 
-def _seed_range(seeds: list[int]) -> str:
+def seed_range(seeds: list[int]) -> str:
+    """`[100, ..., 119]` -> `100-119`; seeds with gaps listed one by one."""
     if seeds and seeds == list(range(seeds[0], seeds[-1] + 1)):
         return f"{seeds[0]}-{seeds[-1]}"
     return ", ".join(map(str, seeds))
