@@ -3,11 +3,14 @@
     python benchmarks/reference_run.py --check     # rerun it here, compare with the published summary
     python benchmarks/reference_run.py --write     # rerun it and publish its summary (after a change)
     python benchmarks/reference_run.py --threads 1 2   # the same run under other torch thread counts
+    python benchmarks/reference_run.py --ranks 2       # the same run with the student as 2 FSDP2 ranks
 
 `benchmarks/results/default_seed0_summary.json` is that run's summary.json. On any machine of this
 kind the same command must give every agent's per-round reward within `TOLERANCE` of it; `--threads`
 measures how far fine-tuning moves when only the float layout changes, and writes
-`results/reproducibility.json`.
+`results/reproducibility.json`; `--ranks` runs it with the student sharded over that many ranks
+(`resources.student.ranks`, gloo on CPU) and writes `results/sharded_reference.json` (the tests
+check the same property at test size, tests/test_sharded_agents.py).
 """
 from __future__ import annotations
 
@@ -55,8 +58,17 @@ def main() -> int:
     action.add_argument("--check", action="store_true", help="rerun and compare with the published summary")
     action.add_argument("--write", action="store_true", help="rerun and publish its summary")
     action.add_argument("--threads", type=int, nargs="+", help="rerun under each torch thread count and compare")
+    action.add_argument("--ranks", type=int, nargs="+", help="rerun with the student on each rank count and compare")
     args = parser.parse_args()
     offline_env()
+    if args.ranks:
+        published = json.loads(REFERENCE.read_text())
+        diffs = {n: max_difference(published, run_default([f"resources.student.ranks={n}"])) for n in args.ranks}
+        path = write_result("sharded_reference", {"ranks": args.ranks, "tolerance": TOLERANCE,
+                                                  "max_abs_diff_vs_published": {n: d for n, (d, _) in diffs.items()},
+                                                  "problems": {n: p for n, (_, p) in diffs.items() if p}})
+        print(f"max |reward difference| vs published, by student ranks: { {n: d for n, (d, _) in diffs.items()} } -> {path}")
+        return 0 if all(d <= TOLERANCE and not p for d, p in diffs.values()) else 1
     if args.threads:
         runs = {n: run_default([f"resources.torch_threads={n}"]) for n in args.threads}
         first = runs[args.threads[0]]

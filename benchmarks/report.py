@@ -54,7 +54,7 @@ def section_sweep(data: dict, title: str) -> list[str]:
     return [render_markdown(data, title)]
 
 
-def section_reference(data: dict, reproducibility: dict | None) -> list[str]:
+def section_reference(data: dict, reproducibility: dict | None, sharded: dict | None = None) -> list[str]:
     """The reference run's reward per agent per round, and the measured spread beside it."""
     rounds = data["rounds"]
     lines = ["| agent | " + " | ".join(f"round {r['round']}" for r in rounds) + " |", "| --- |" + " --- |" * len(rounds)]
@@ -70,6 +70,10 @@ def section_reference(data: dict, reproducibility: dict | None) -> list[str]:
         diffs = ", ".join(f"{n} thread(s): {d:.4f}" for n, d in reproducibility["max_abs_diff_vs_published"].items())
         lines.append(f"Largest per-round reward difference from this file when the same command runs with other torch "
                      f"thread counts (measured {reproducibility['measured_at']}): {diffs}; tolerance {reproducibility['tolerance']}.")
+    if sharded:
+        diffs = ", ".join(f"{n} ranks: {d:.4f}" for n, d in sharded["max_abs_diff_vs_published"].items())
+        lines.append(f"The same run with the student sharded over FSDP2 ranks (`resources.student.ranks`, "
+                     f"`benchmarks/reference_run.py --ranks`, measured {sharded['measured_at']}): {diffs}.")
     return lines
 
 
@@ -395,7 +399,7 @@ def main() -> None:
         lines += ["## Reference run (default config, seed 0)", "",
                   "`python -m orchestrator.main` on any machine gives these rewards within 0.005 "
                   "(`python benchmarks/reference_run.py --check`).", ""]
-        lines += section_reference(data, load("reproducibility")) + [""]
+        lines += section_reference(data, load("reproducibility"), load("sharded_reference")) + [""]
     lines += section_seeds()
     for name, title in (("macpo_claims", "MACPO"), ("wspo_claims", "WSPO")):
         if (data := load(f"{name}_confirmation")):
@@ -455,7 +459,7 @@ def project_blocks() -> dict[str, str]:
 
     blocks = {}
     if (data := load("default_seed0_summary")):
-        blocks["reference"] = "\n".join(section_reference(data, load("reproducibility")))
+        blocks["reference"] = "\n".join(section_reference(data, load("reproducibility"), load("sharded_reference")))
     if (data := load("macpo_claims_confirmation")):
         blocks["claims"] = render_confirmation(load("macpo_claims"), data)
     if (data := load("wspo_claims_confirmation")):

@@ -1,7 +1,8 @@
-"""Sharded agents on Ray (`resources.<role>.ranks`): the default world with a two-rank FSDP2
-student reproduces the published reference run, survives a rank killed mid-training, and bad
-`ranks` settings are refused before any model loads. (The agent-level equalities: test_sharding;
-ranks on two nodes: test_multinode.)"""
+"""Sharded agents on Ray (`resources.<role>.ranks`): a run with a two-rank FSDP2 student gives the
+rewards of the same run with one rank, through a rank killed mid-training, and bad `ranks` settings
+are refused before any model loads. (The agent-level equalities: test_sharding; ranks on two nodes:
+test_multinode; the default run with a two-rank student against the published reference:
+`benchmarks/reference_run.py --ranks 2`, results/sharded_reference.json.)"""
 from __future__ import annotations
 
 import json
@@ -12,17 +13,25 @@ import time
 
 import pytest
 
-from benchmarks.reference_run import REFERENCE, TOLERANCE, max_difference
+from safetensors.torch import load_file
+
+from benchmarks.reference_run import TOLERANCE, max_difference
 from orchestrator import load_config
+from tests.conftest import TINY_RUN
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
+# test size, one round: round 1 holds the student's MACPO training, where a rank is killed
+TINY_ONE_ROUND = [*TINY_RUN, "rounds=1"]
+ADAPTER_ATOL = 1e-4
 
 
-def test_a_two_rank_student_reproduces_the_reference_run_through_a_killed_rank(ray_cluster, tmp_path):
+def test_a_two_rank_student_gives_the_one_rank_rewards_through_a_killed_rank(ray_cluster, tmp_path, cache_dir):
+    from orchestrator.api import run
     from orchestrator.core import OrchestratorCore
 
-    run_dir = tmp_path / "run"
-    core = OrchestratorCore(load_config(None, ["seed=0", "progress=false", f"output_dir={run_dir}",
+    one_rank = run(load_config(None, [*TINY_ONE_ROUND, f"cache_dir={cache_dir}", f"output_dir={tmp_path / 'one'}"]))
+    run_dir = tmp_path / "two"
+    core = OrchestratorCore(load_config(None, [*TINY_ONE_ROUND, f"cache_dir={cache_dir}", f"output_dir={run_dir}",
                                                "resources.student.ranks=2", "ray.max_failures=1"]))
     try:
         core.setup()
@@ -33,7 +42,6 @@ def test_a_two_rank_student_reproduces_the_reference_run_through_a_killed_rank(r
         def kill_rank_one_while_the_student_trains():
             while "train" not in (core.current_stage or "").split(" + "):  # the student's MACPO training, round 1
                 time.sleep(0.005)
-            time.sleep(0.3)
             os.kill(infos[1]["pid"], signal.SIGKILL)
             killed.set()
 
@@ -45,10 +53,17 @@ def test_a_two_rank_student_reproduces_the_reference_run_through_a_killed_rank(r
         assert not {i["pid"] for i in infos} & set(new)  # both ranks replaced: they share one process group
     finally:
         core.shutdown()
-    difference, problems = max_difference(json.loads(REFERENCE.read_text()), summary)
+    difference, problems = max_difference(one_rank, summary)
     assert not problems and difference <= TOLERANCE, (difference, problems)
+    # and the same student: at test size a few greedy answers could hide a training difference, so
+    # its adapter after the round must equal the one-rank adapter up to float summation order
+    one = load_file(str(tmp_path / "one" / "checkpoints" / "round_1" / "student" / "default" / "adapter_model.safetensors"))
+    two = load_file(str(run_dir / "checkpoints" / "round_1" / "student" / "default" / "adapter_model.safetensors"))
+    assert one.keys() == two.keys()
+    largest = max(float((one[k] - two[k]).abs().max()) for k in one)
+    assert largest <= ADAPTER_ATOL, largest
     events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [e["round"] for e in events if e["event"] == "round"] == [0, 1, 2]  # each logged once
+    assert [e["round"] for e in events if e["event"] == "round"] == [0, 1]  # each logged once
     placed = next(e for e in events if e["event"] == "placement")
     assert len(placed["ranks"]["student"]) == 2
 
