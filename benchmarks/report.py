@@ -322,6 +322,32 @@ def section_seeds() -> list[str]:
     return lines + [""]
 
 
+def render_wspo_shift(data: dict) -> str:
+    """Per setting and kind of D_w answer: the weak model's per-token shift, the target it sets the
+    student and the student's own move; then the student's test answers after WSPO."""
+    kinds = {"gold": "benign, right", "near_miss": "benign, near miss", "harmful": "harmful (refusal)"}
+
+    def num(value, digits=3) -> str:
+        return "-" if value is None else f"{value:+.{digits}f}"
+
+    lines = ["| setting | answers | weak shift / token | target (shift / scale) | student move / token | "
+             "tokens the weak pushed down | weak shift there | student move there | student's largest drop |",
+             "|" + " --- |" * 9]
+    for setting, row in data["settings"].items():
+        for kind, title in kinds.items():
+            if (m := row["moves"].get(kind)):
+                lines.append(f"| {setting} | {title} | {num(m['weak_shift'])} | {num(m['target_shift'], 2)} | "
+                             f"{num(m['student_shift'])} | {m['weak_pushed_down_share']:.2f} | {num(m['weak_shift_where_down'])} | "
+                             f"{num(m['student_shift_where_weak_down'])} | {num(m['student_largest_drop'], 2)} |")
+    lines += ["", "| setting | seeds | harmful refused | benign right | benign one letter off | benign refused |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for setting, row in data["settings"].items():
+        a = row["answers"]
+        lines.append(f"| {setting} | {row['seeds']} | {a['harmful_refused']:.3f} | {a['benign_right']:.3f} | "
+                     f"{a['benign_one_letter_off']:.3f} | {a['benign_refused']:.3f} |")
+    return "\n".join([machine_line(data), ""] + lines)
+
+
 def render_teacher_learning(data: dict) -> str:
     """Per round, over the probe's seeds: rewards, what the teachers' pairs hold by the rule reward,
     and the last optimizer step of the round's training."""
@@ -473,6 +499,11 @@ def project_blocks() -> dict[str, str]:
         blocks["refusal"] = render_refusal_table(rows)
     if (data := load("teacher_learning")):
         blocks["teacher_learning"] = render_teacher_learning(data)
+    for probe in ("probe_wspo_shift", "probe_wspo_shift_scale", "probe_teacher_budget"):
+        if (data := load(probe)):
+            blocks[probe] = render_markdown(data)
+    if (data := load("wspo_shift")):
+        blocks["wspo_shift"] = render_wspo_shift(data)
     return blocks
 
 

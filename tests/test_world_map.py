@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks.world_map import render_table, summarise, load_runs
 
 
@@ -39,3 +41,20 @@ def test_cells_pair_ablations_and_one_teacher_by_seed(tmp_path):
     (tmp_path / "macpo_claims.json").write_text(json.dumps({"spec": {}, "trials": [trial("macpo", 0, [], 0.8, 0.9)]}))
     default = [r for r in summarise(load_runs(tmp_path)) if r["other"] == {}]
     assert [(r["noise"], r["k"], r["seeds"]) for r in default] == [(0.5, 3, [0])]
+
+
+def test_wspo_shift_reads_the_weak_shift_its_target_and_the_students_move_per_kind():
+    from benchmarks.wspo_shift import kind_of, token_moves
+
+    kinds = [kind_of({"meta": {"harmful": False}}), kind_of({"meta": {"noisy_chosen": True}}), kind_of({"meta": {"harmful": True}})]
+    assert kinds == ["gold", "near_miss", "harmful"]
+    # per token: weak aligned, weak reference, student before, student after
+    aligned, reference = [[-1.0, -2.0], [-1.0, -3.0], [-0.5]], [[-2.0, -2.5], [-1.0, -2.0], [-0.5]]
+    before, after = [[-3.0, -3.0], [-2.0, -2.0], [-1.0]], [[-1.0, -2.0], [-1.0, -6.0], [-1.0]]
+    moves = token_moves(aligned, reference, before, after, kinds, gamma=0.1)
+    gold, near, harmful = moves["gold"], moves["near_miss"], moves["harmful"]
+    assert gold["weak_shift"] == pytest.approx(0.75) and gold["target_shift"] == pytest.approx(7.5)
+    assert gold["student_shift"] == pytest.approx(1.5) and gold["weak_pushed_down_share"] == 0
+    assert near["weak_pushed_down_share"] == 0.5 and near["weak_shift_where_down"] == pytest.approx(-1.0)
+    assert near["student_shift_where_weak_down"] == pytest.approx(-4.0) and near["student_largest_drop"] == pytest.approx(-4.0)
+    assert harmful["weak_shift"] == 0 and harmful["tokens"] == 1
