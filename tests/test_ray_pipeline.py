@@ -39,13 +39,36 @@ def test_agent_actor_answers_generate_logprobs_train(ray_cluster, cache_dir, tin
     ray_cluster.kill(actor)
 
 
-def test_macpo_pipeline_two_teachers_one_round(ray_cluster, cache_dir, tmp_path, tiny_reward_model):
+def setup_then_resume(tmp_path, cache_dir, *extra) -> tuple[dict, dict]:
+    """Round 0 in one driver (setup, then shut down), the rest resumed by another from the run
+    directory: (round 0 as setup reported it, the resumed run's summary)."""
     from orchestrator.api import run
+    from orchestrator.core import OrchestratorCore
 
-    cfg = tiny_config(tmp_path, cache_dir, "rounds=1", "teachers.count=2", f"reward_model.name_or_path={tiny_reward_model}",
-                      "resources.teacher.nice=3", "resources.teacher.scheduler=idle", "resources.student.torch_threads=2",
-                      "resources.student.solo_threads=3")
-    summary = run(cfg)
+    core = OrchestratorCore(tiny_config(tmp_path, cache_dir, *extra))
+    try:
+        round0 = core.setup()["rounds"][0]
+    finally:
+        core.shutdown()
+    summary = run(tiny_config(tmp_path, cache_dir, *extra), resume_dir=str(tmp_path / "run"))
+    assert [r["round"] for r in summary["rounds"]] == [0, 1]
+    assert summary["rounds"][0] == round0
+    assert_resumed_not_redone(tmp_path / "run")
+    return round0, summary
+
+
+def assert_resumed_not_redone(run_dir) -> None:
+    """Round 0 evaluated once, by the first driver; the second resumed from its checkpoint."""
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [e["round"] for e in events if e["event"] == "round"] == [0, 1]
+    assert sum(e["event"] == "resume" for e in events) == 1
+
+
+def test_macpo_pipeline_two_teachers_one_round_resumed_after_setup(ray_cluster, cache_dir, tmp_path, tiny_reward_model):
+    _, summary = setup_then_resume(tmp_path, cache_dir, "rounds=1", "teachers.count=2",
+                                   f"reward_model.name_or_path={tiny_reward_model}", "resources.teacher.nice=3",
+                                   "resources.teacher.scheduler=idle", "resources.student.torch_threads=2",
+                                   "resources.student.solo_threads=3")
     run_dir = tmp_path / "run"
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk["agents"] == ["student", "teacher_0", "teacher_1"] == summary["agents"]
@@ -148,16 +171,20 @@ WSPO = ["algorithm=wspo", "rounds=1", "teachers.count=1", "baselines.strong_ceil
         "train.weak_dpo.lr=5e-3"]
 
 
-def test_wspo_pipeline_reports_baselines_and_reuses_weak_cache(ray_cluster, cache_dir, tmp_path):
+def test_wspo_pipeline_resumed_after_setup_reports_baselines_and_reuses_weak_cache(ray_cluster, cache_dir, tmp_path):
     from orchestrator.core import OrchestratorCore
 
-    cfg = tiny_config(tmp_path, cache_dir, *WSPO)
-    core = OrchestratorCore(cfg)
+    first = OrchestratorCore(tiny_config(tmp_path, cache_dir, *WSPO))
     try:
-        core.setup()
-        core.run_round()
-        summary = core.summary()
+        round0 = first.setup()["rounds"][0]
+    finally:
+        first.shutdown()
+    core = OrchestratorCore(tiny_config(tmp_path, cache_dir, *WSPO), resume_dir=str(tmp_path / "run"))
+    try:
+        summary = core.run()
         assert [r["round"] for r in summary["rounds"]] == [0, 1]
+        assert summary["rounds"][0] == round0
+        assert_resumed_not_redone(tmp_path / "run")
         assert {"student_sft", "student_dpo", "weak_aligned"} <= set(summary["baselines"])
         assert set(summary["wspo"]) == {"student_wspo", "student_sft", "student_dpo", "weak_aligned"}
         cache = tmp_path / "run" / "cache" / "wspo_weak_logps.json"
@@ -290,29 +317,3 @@ def test_add_teacher_under_wspo_is_refused_before_any_actor_starts(ray_cluster, 
         assert core.pool.names() == []
     finally:
         core.shutdown()
-
-
-@pytest.mark.parametrize("extra", [WSPO, ["rounds=1", "teachers.count=1", "baselines.strong_ceiling=false", "REWARD_MODEL"]],
-                         ids=["wspo", "macpo-with-reward-model"])
-def test_resume_after_setup_finishes_the_run(ray_cluster, cache_dir, tmp_path, tiny_reward_model, extra):
-    from orchestrator.core import OrchestratorCore
-
-    extra = [f"reward_model.name_or_path={tiny_reward_model}" if e == "REWARD_MODEL" else e for e in extra]
-    core = OrchestratorCore(tiny_config(tmp_path, cache_dir, *extra))
-    try:
-        round0 = core.setup()["rounds"][0]
-    finally:
-        core.shutdown()
-    resumed = OrchestratorCore(load_config(None, [*TINY_RUN, f"cache_dir={cache_dir}", *extra, f"output_dir={tmp_path / 'run'}"]),
-                               resume_dir=str(tmp_path / "run"))
-    try:
-        summary = resumed.run()
-    finally:
-        resumed.shutdown()
-    assert [r["round"] for r in summary["rounds"]] == [0, 1]
-    assert summary["rounds"][0] == round0  # restored, not redone
-    assert adapter_changed(tmp_path / "run", "student")
-    if any(e.startswith("reward_model.") for e in extra):
-        assert all("rm_score" in m for m in summary["rounds"][1]["eval"].values())
-    else:
-        assert set(summary["wspo"]) == {"student_wspo", "student_sft", "student_dpo", "weak_aligned"}
