@@ -39,9 +39,12 @@ def rehearsal_overrides(name: str, standins: dict, run_dir) -> list[str]:
            "task.n_labelled=8", "task.n_unlabelled=6", "task.n_test=4",
            "sampling.max_new_tokens=10", "eval_sampling.max_new_tokens=10",
            f"student.name_or_path={standins[student]}", "student.backend=hf", "student.dtype=float32",
-           "student.device_map=null", "resources.student.ranks=2", f"reward_model.name_or_path={standins['judge-helpful']}",
+           "student.device_map=null", f"reward_model.name_or_path={standins['judge-helpful']}",
            "reward_model.dtype=float32", "resources.torch_threads=1", "resources.orchestrator_cpus=0.1"]
-    if load_config(f"configs/{name}.yaml").safety_model.name_or_path:  # the second judge where the config has one
+    paper = load_config(f"configs/{name}.yaml")
+    if paper.resources.student.ranks > 1:  # a sharded student stays sharded, over 2 ranks
+        out.append("resources.student.ranks=2")
+    if paper.safety_model.name_or_path:  # the second judge where the config has one
         out += [f"safety_model.name_or_path={standins['judge-harmless']}", "safety_model.dtype=float32"]
     for i, teacher in enumerate(teachers):
         out += [f"teachers.specs.{i}.name_or_path={standins[teacher]}", f"teachers.specs.{i}.backend=hf",
