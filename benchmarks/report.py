@@ -72,8 +72,9 @@ def section_reference(data: dict, reproducibility: dict | None, sharded: dict | 
                      f"thread counts (measured {reproducibility['measured_at']}): {diffs}; tolerance {reproducibility['tolerance']}.")
     if sharded:
         diffs = ", ".join(f"{n} ranks: {d:.4f}" for n, d in sharded["max_abs_diff_vs_published"].items())
-        lines.append(f"The same run with the student sharded over FSDP2 ranks (`resources.student.ranks`, "
-                     f"`benchmarks/reference_run.py --ranks`, measured {sharded['measured_at']}): {diffs}.")
+        lines.append(f"Largest per-round reward difference from this file when the same run shards the student over "
+                     f"FSDP2 ranks (`resources.student.ranks`, `benchmarks/reference_run.py --ranks`, measured "
+                     f"{sharded['measured_at']}): {diffs}; tolerance {sharded['tolerance']}.")
     return lines
 
 
