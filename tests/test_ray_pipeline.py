@@ -43,18 +43,24 @@ def setup_then_resume(tmp_path, cache_dir, *extra) -> tuple[dict, dict]:
     """Round 0 in one driver (setup, then shut down), the rest resumed by another from the run
     directory: (round 0 as setup reported it, the resumed run's summary)."""
     from orchestrator.api import run
-    from orchestrator.core import OrchestratorCore
 
-    core = OrchestratorCore(tiny_config(tmp_path, cache_dir, *extra))
-    try:
-        round0 = core.setup()["rounds"][0]
-    finally:
-        core.shutdown()
+    round0 = round_0_then_stop(tmp_path, cache_dir, *extra)
     summary = run(tiny_config(tmp_path, cache_dir, *extra), resume_dir=str(tmp_path / "run"))
     assert [r["round"] for r in summary["rounds"]] == [0, 1]
     assert summary["rounds"][0] == round0
     assert_resumed_not_redone(tmp_path / "run")
     return round0, summary
+
+
+def round_0_then_stop(tmp_path, cache_dir, *extra) -> dict:
+    """A driver that sets the run up (round 0, checkpointed) and shuts down: round 0's record."""
+    from orchestrator.core import OrchestratorCore
+
+    core = OrchestratorCore(tiny_config(tmp_path, cache_dir, *extra))
+    try:
+        return core.setup()["rounds"][0]
+    finally:
+        core.shutdown()
 
 
 def assert_resumed_not_redone(run_dir) -> None:
@@ -174,11 +180,7 @@ WSPO = ["algorithm=wspo", "rounds=1", "teachers.count=1", "baselines.strong_ceil
 def test_wspo_pipeline_resumed_after_setup_reports_baselines_and_reuses_weak_cache(ray_cluster, cache_dir, tmp_path):
     from orchestrator.core import OrchestratorCore
 
-    first = OrchestratorCore(tiny_config(tmp_path, cache_dir, *WSPO))
-    try:
-        round0 = first.setup()["rounds"][0]
-    finally:
-        first.shutdown()
+    round0 = round_0_then_stop(tmp_path, cache_dir, *WSPO)
     core = OrchestratorCore(tiny_config(tmp_path, cache_dir, *WSPO), resume_dir=str(tmp_path / "run"))
     try:
         summary = core.run()
