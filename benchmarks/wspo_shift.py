@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -118,8 +119,7 @@ def read_run(run_dir: Path, cache_dir: str | None) -> dict:
     after = student.token_logprobs(prompts, responses, adapter="default")
     kinds = [kind_of(ex) for ex in d_w]
     return {"moves": token_moves(weak["aligned"], weak["reference"], before, after, kinds, config.train.wspo.shift_scale),
-            "answers": test_answers(run_dir, config.rounds),
-            "kinds": {k: kinds.count(k) for k in KINDS}}
+            "answers": test_answers(run_dir, config.rounds)}
 
 
 def summarise(sweep_dir: Path, cache_dir: str | None) -> dict:
@@ -150,8 +150,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-dir", default=None, help="where the tiny bases are built (W2S_CACHE_DIR)")
     args = parser.parse_args(argv)
     offline_env()
-    import os
-
     result = summarise(Path(args.sweep_dir), args.cache_dir or os.environ.get("W2S_CACHE_DIR"))
     write_result("wspo_shift", result)
     print(json.dumps(result["settings"], indent=1))
