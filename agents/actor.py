@@ -17,6 +17,7 @@ import ray
 
 from agents import storage
 from agents.config import SCHEDULERS
+from agents.prefork import forked_from_zygote
 
 
 def lower_priority(nice: int, scheduler: str) -> None:
@@ -169,6 +170,7 @@ class _AgentHost(_Host):
 
         return {"name": self.name, "rank": self.rank, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
                 "nice": os.nice(0), "scheduler": scheduler_name(), "torch_threads": torch.get_num_threads(),
+                "forked": forked_from_zygote(),
                 "model_path": self.agent.model_path, "adapters": self.agent.adapters, "device": str(self.agent.device), "stats": dict(self.agent.stats)}
 
     # direct forwards for interactive use from a driver or Ray client

@@ -167,6 +167,9 @@ class RayConfig:
     dashboard_host: str = "127.0.0.1"  # a local Ray's dashboard binds here (loopback: not exposed)
     include_dashboard: bool = False  # start the dashboard with a local Ray
     placement_timeout_s: float = 60.0  # an agents' placement group not granted by then is an error naming them
+    # CPU agents start as forks of a per-node process that has imported torch/transformers/peft once
+    # (agents.prefork): about 7 CPU seconds saved per agent; GPU agents always start the plain way
+    prefork: bool = True
 
 
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")

@@ -61,6 +61,7 @@ class OrchestratorCore:
             torch_threads=res.torch_threads, stage_timeout_s=config.ray.stage_timeout_s,
             max_failures=config.ray.max_failures, progress=self._on_progress, seed=config.seed,
             storage_options=config.storage_options, max_new_tokens=max_new_tokens(config),
+            prefork=config.ray.prefork,
         )
         self.task: TaskData | None = None
         self.teacher_specs: dict[str, ModelSpec] = {}
@@ -275,12 +276,12 @@ class OrchestratorCore:
         self.run_dir.log("agent_stats", round=index, agents={a: info.get("stats", {}) for a, info in infos.items()})
 
     def _log_placement(self, infos: dict[str, dict]) -> None:
-        """Which node each actor runs on, with its niceness and torch threads (metrics.jsonl
-        `placement`): where to look when one is slow."""
+        """Which node each actor runs on, with its niceness, torch threads and whether it was forked
+        from a warm process (metrics.jsonl `placement`): where to look when one is slow."""
         self.run_dir.log("placement", strategy=self.config.placement.strategy,
                          nodes={name: info.get("node_id") for name, info in infos.items()},
                          cpu={name: {"nice": info.get("nice"), "scheduler": info.get("scheduler"),
-                                    "torch_threads": info.get("torch_threads")}
+                                    "torch_threads": info.get("torch_threads"), "forked": info.get("forked")}
                               for name, info in infos.items() if "nice" in info},
                          ranks={name: info["rank_nodes"] for name, info in infos.items() if "rank_nodes" in info})
 

@@ -25,6 +25,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from agents.actor import AgentActor
+from agents.prefork import command as prefork_command
 from orchestrator.calls import Call
 from tasks.errors import BadInput
 
@@ -57,8 +58,9 @@ class AgentPool:
 
     def __init__(self, run_id: str, namespace: str, cache_dir: str | None, torch_threads: int,
                  stage_timeout_s: float, max_failures: int, progress: Callable[[str, int], Any] | None = None,
-                 seed: int = 0, storage_options: dict | None = None, max_new_tokens: int = 0):
+                 seed: int = 0, storage_options: dict | None = None, max_new_tokens: int = 0, prefork: bool = False):
         self.run_id = run_id
+        self.prefork = prefork  # CPU agent actors fork from a warm per-node process (agents.prefork)
         self.max_new_tokens = max_new_tokens  # the longest answer the run asks for (sizes a vLLM engine's context)
         self.storage_options = dict(storage_options or {})  # each actor writes its checkpoints with these
         self.seed = seed  # the run's seed, handed to every agent (LoRA init, batch order)
@@ -109,6 +111,8 @@ class AgentPool:
             options["resources"] = dict(resources["custom"])
         if resources.get("scheduling_strategy") is not None:
             options["scheduling_strategy"] = resources["scheduling_strategy"]
+        if self.prefork and forks(options["num_gpus"], ray.get_runtime_context().runtime_env or {}):
+            options["runtime_env"] = {"py_executable": prefork_command()}
         if self.step_log is None and self.on_steps is not None:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -256,6 +260,17 @@ class AgentPool:
                     self.progress(stage, len(results))
         self.drain_steps()  # the stage's last steps, before its own record
         return StageResult(results, actor_s, time.perf_counter() - start, actor_cpu_s)
+
+
+# a job whose runtime env picks its own interpreter or packages: its workers must start that way
+OWN_INTERPRETER = ("py_executable", "pip", "uv", "conda", "container", "image_uri")
+
+
+def forks(num_gpus: float, job_env: dict) -> bool:
+    """Whether an actor may be forked from a zygote of the driver's interpreter (agents.prefork):
+    not when it holds a GPU (CUDA does not survive a fork of a process that touched it), nor when
+    the job's runtime env picks another interpreter or environment for its workers."""
+    return not num_gpus and not any(job_env.get(key) for key in OWN_INTERPRETER)
 
 
 def init_error_line(exc: RayActorError) -> str:

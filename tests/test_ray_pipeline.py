@@ -111,7 +111,12 @@ def test_macpo_pipeline_two_teachers_one_round_resumed_after_setup(ray_cluster, 
     stages = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
               if json.loads(line)["event"] == "stage"]
     solo = {e["stage"] for e in stages if e.get("threads")}
-    assert solo == {"select_weak_labels", "student_sft", "student_negative_sft", "student_hard_negatives"}, solo
+    # round 1's student `train` may be alone too, but only if the teachers' background training had
+    # ended before it began (whether it had depends on timing: either way is right)
+    assert solo - {"train"} == {"select_weak_labels", "student_sft", "student_negative_sft", "student_hard_negatives"}, solo
+    if "train" in solo:
+        by_name = {e["stage"]: e for e in stages if e["round"] == 1}
+        assert by_name["train_teachers"]["started"] + by_name["train_teachers"]["wall_s"] <= by_name["train"]["started"] + 1e-3
     assert all(e["threads"] == {"student": 3} for e in stages if e.get("threads"))
     # every agent's adapter changed during round 1, and checkpoints load in plain peft
     for agent in ("student", "teacher_0", "teacher_1"):

@@ -29,7 +29,10 @@ def test_a_two_rank_student_gives_the_one_rank_rewards_through_a_killed_rank(ray
     from orchestrator.api import run
     from orchestrator.core import OrchestratorCore
 
-    one_rank = run(load_config(None, [*TINY_ONE_ROUND, f"cache_dir={cache_dir}", f"output_dir={tmp_path / 'one'}"]))
+    # the one-rank run starts its agents the plain way, the two-rank run forks them from a warm
+    # process (agents.prefork): the equalities below also show that forking changes no result
+    one_rank = run(load_config(None, [*TINY_ONE_ROUND, f"cache_dir={cache_dir}", f"output_dir={tmp_path / 'one'}",
+                                      "ray.prefork=false"]))
     run_dir = tmp_path / "two"
     core = OrchestratorCore(load_config(None, [*TINY_ONE_ROUND, f"cache_dir={cache_dir}", f"output_dir={run_dir}",
                                                "resources.student.ranks=2", "ray.max_failures=1"]))
@@ -66,6 +69,10 @@ def test_a_two_rank_student_gives_the_one_rank_rewards_through_a_killed_rank(ray
     assert [e["round"] for e in events if e["event"] == "round"] == [0, 1]  # each logged once
     placed = next(e for e in events if e["event"] == "placement")
     assert len(placed["ranks"]["student"]) == 2
+    assert {a["forked"] for a in placed["cpu"].values()} == {True}
+    plain = next(json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()
+                 if json.loads(line)["event"] == "placement")
+    assert {a["forked"] for a in plain["cpu"].values()} == {False}
 
 
 @pytest.mark.parametrize("overrides, message", [
