@@ -35,8 +35,11 @@ import time
 
 # what a zygote imports before it forks: everything an agent actor imports that costs time
 WARM_MODULES = ("torch", "transformers", "peft", "ray", "agents.agent", "agents.actor", "agents.reward_model")
-PER_JOB_ENV = ("RAY_JOB_ID",)  # differs between jobs that can share one zygote (set again in each child)
-CONNECT_S = 300.0  # how long a worker waits for its zygote's answer before it starts the plain way
+# differ between workers that can share one zygote (each child gets its own values back)
+NOT_KEYED = ("RAY_JOB_ID", "W2S_PREFORK_READY_S")
+# how long a worker waits for its zygote to be ready (the first one waits for its imports) before it
+# starts the plain way: well inside the time Ray gives a worker to register (60 s by default)
+READY_S = float(os.environ.get("W2S_PREFORK_READY_S", "20"))
 LEN = struct.Struct("!I")
 
 
@@ -56,7 +59,7 @@ def command() -> str:
 def zygote_address(env: dict[str, str]) -> str:
     """An abstract unix socket name (no file to clean up, no path length limit) unique to this
     interpreter, working directory, node (its raylet's pid is in the environment) and environment."""
-    shared = {k: v for k, v in env.items() if k not in PER_JOB_ENV}
+    shared = {k: v for k, v in env.items() if k not in NOT_KEYED}
     digest = hashlib.sha256(json.dumps([sys.executable, os.getcwd(), sorted(shared.items())]).encode()).hexdigest()[:24]
     return f"\0w2s-prefork-{digest}"
 
@@ -115,7 +118,7 @@ def _start_zygote(address: str, argv: list[str]) -> None:
 
 
 def _connect(address: str, argv: list[str]) -> socket.socket | None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 5  # refused only until a zygote has bound its address: at once
     started = False
     while time.monotonic() < deadline:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -141,14 +144,22 @@ def run_worker(argv: list[str]) -> None:
     if sock is None:
         _exec_plain(argv)
     try:
-        sock.settimeout(CONNECT_S)
+        # two steps, so that a worker that gave up waiting is never forked as well: the zygote
+        # forks only after this process has said "go", and it says so only while it still waits
+        sock.settimeout(READY_S)
         _send(sock, {"argv": argv, "env": env, "cwd": os.getcwd(), "client": os.getpid()}, [0, 1, 2])
-        answer, _ = _recv(sock)
-    except OSError:
+        ready, _ = _recv(sock)
+        if ready and ready.get("ready"):
+            sock.settimeout(None)
+            _send(sock, {"go": True})
+            answer, _ = _recv(sock)
+        else:
+            answer = None
+    except OSError:  # no answer in time, or the zygote went away
         answer = None
     if not answer or "pid" not in answer:
         sock.close()
-        _exec_plain(argv)  # the zygote could not fork: this worker starts the plain way
+        _exec_plain(argv)  # this worker starts the plain way
     child = answer["pid"]
 
     def forward(signum, _frame):
@@ -295,13 +306,16 @@ def serve(address: str) -> None:
                     conn.close()
         if listener in ready:
             conn, _ = listener.accept()
+            request, fds, go = None, [], None
             try:
                 conn.settimeout(10)
                 request, fds = _recv(conn, with_fds=3)
+                if request is not None and len(fds) == 3:
+                    _send(conn, {"ready": True})
+                    go, _ = _recv(conn)
             except OSError:
-                conn.close()
-                continue
-            if request is None or len(fds) != 3:
+                pass
+            if not go:  # a worker that gave up waiting (it started the plain way) or a broken request
                 for fd in fds:
                     os.close(fd)
                 conn.close()

@@ -65,26 +65,31 @@ def test_a_zygote_forks_workers_relays_their_status_and_ends_with_its_raylet(tmp
     raylet = subprocess.Popen(["sleep", "600"])  # stands in for the node's raylet
     script = tmp_path / "w.py"
     script.write_text("import os, sys\nimport torch\n"
-                      "print(os.environ['W2S_PREFORK_ZYGOTE'], os.getppid(), os.environ['MARK'], sys.argv[1:], "
-                      "os.getcwd(), os.getsid(0) == os.getpid(), flush=True)\nsys.exit(int(sys.argv[1]))\n")
-    env = dict(os.environ, RAY_RAYLET_PID=str(raylet.pid), PYTHONPATH=str(ROOT))
+                      "line = f\"{os.environ.get('W2S_PREFORK_ZYGOTE')} {os.getppid()} {os.environ['MARK']} {sys.argv[1:]} "
+                      "{os.getcwd()} {os.getsid(0) == os.getpid()}\"\n"
+                      "open(os.environ['LOG'], 'a').write(line + '\\n')\nprint(line)\nsys.exit(int(sys.argv[1]))\n")
+    env = dict(os.environ, RAY_RAYLET_PID=str(raylet.pid), PYTHONPATH=str(ROOT), LOG=str(tmp_path / "log"))
+
+    def worker(code: int, mark: str, ready_s: str = "120") -> list[str]:
+        out = subprocess.run([sys.executable, "-m", "agents.prefork", str(script), str(code)], cwd=tmp_path,
+                             env=dict(env, MARK=mark, W2S_PREFORK_READY_S=ready_s), capture_output=True, text=True,
+                             timeout=300)
+        assert out.returncode == code, out.stderr
+        return out.stdout.split()
+
     try:
-        outs = []
-        for code, mark in ((7, "a"), (0, "b")):
-            out = subprocess.run([sys.executable, "-m", "agents.prefork", str(script), str(code)], cwd=tmp_path,
-                                 env=dict(env, MARK=mark), capture_output=True, text=True, timeout=300)
-            assert out.returncode == code, out.stderr
-            outs.append(out.stdout.split())
-        (zygote_a, parent_a, mark_a, *rest_a), (zygote_b, parent_b, mark_b, *_) = outs
-        assert zygote_a == parent_a and zygote_b == parent_b  # each ran in a child of a zygote
-        assert (mark_a, mark_b) == ("a", "b")  # with its own environment...
-        assert rest_a == ["['7']", str(tmp_path), "True"]  # ...arguments, directory and session
-        # one environment, one zygote: MARK differs, so these two were served by two zygotes
-        assert zygote_a != zygote_b
-        again = subprocess.run([sys.executable, "-m", "agents.prefork", str(script), "0"], cwd=tmp_path,
-                               env=dict(env, MARK="b"), capture_output=True, text=True, timeout=300)
-        assert again.stdout.split()[0] == zygote_b  # the same environment reuses its zygote
-        assert "agents.prefork" in cmdline(int(zygote_b)) and "--zygote" in cmdline(int(zygote_b))
+        # the first worker starts the zygote and does not wait for its imports: it starts the plain way
+        impatient = worker(5, "a", ready_s="0.001")
+        assert impatient[0] == "None"
+        zygote_a, parent_a, mark_a, *rest_a = worker(7, "a")
+        assert zygote_a == parent_a and "--zygote" in cmdline(int(zygote_a))  # a child of a zygote...
+        assert rest_a == ["['7']", str(tmp_path), "True"]  # ...with its arguments, directory and session
+        zygote_b, parent_b, mark_b, *_ = worker(0, "b")
+        assert zygote_b == parent_b and (mark_a, mark_b) == ("a", "b")  # and its own environment
+        assert zygote_a != zygote_b  # another environment, another zygote
+        assert worker(0, "b")[0] == zygote_b  # the same environment reuses its zygote
+        # the worker that gave up waiting ran once, the plain way: the zygote never forked it too
+        assert [line.split()[2] for line in (tmp_path / "log").read_text().splitlines()] == ["a", "a", "b", "b"]
     finally:
         raylet.kill()
         raylet.wait()
