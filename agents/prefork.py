@@ -35,8 +35,12 @@ import time
 
 # what a zygote imports before it forks: everything an agent actor imports that costs time
 WARM_MODULES = ("torch", "transformers", "peft", "ray", "agents.agent", "agents.actor", "agents.reward_model")
-# differ between workers that can share one zygote (each child gets its own values back)
-NOT_KEYED = ("RAY_JOB_ID", "W2S_PREFORK_READY_S")
+# differ between workers that can share one zygote (each child gets its own values back). Not the
+# job id: a zygote shared by two jobs gave the second job's workers the first job's id (Ray then
+# ends them as workers of a finished job), so each job has its own zygote
+NOT_KEYED = ("W2S_PREFORK_READY_S",)
+# a zygote with no worker alive and no request for this long ends: its job may be over
+IDLE_S = float(os.environ.get("W2S_PREFORK_IDLE_S", "120"))
 # how long a worker waits for its zygote to be ready (the first one waits for its imports) before it
 # starts the plain way: well inside the time Ray gives a worker to register (60 s by default)
 READY_S = float(os.environ.get("W2S_PREFORK_READY_S", "20"))
@@ -58,7 +62,7 @@ def command() -> str:
 
 def zygote_address(env: dict[str, str]) -> str:
     """An abstract unix socket name (no file to clean up, no path length limit) unique to this
-    interpreter, working directory, node (its raylet's pid is in the environment) and environment."""
+    interpreter, working directory, node (its raylet's pid is in the environment), job and environment."""
     shared = {k: v for k, v in env.items() if k not in NOT_KEYED}
     digest = hashlib.sha256(json.dumps([sys.executable, os.getcwd(), sorted(shared.items())]).encode()).hexdigest()[:24]
     return f"\0w2s-prefork-{digest}"
@@ -281,11 +285,15 @@ def serve(address: str) -> None:
         except OSError:
             pass
     waiting: dict[int, socket.socket] = {}  # child pid -> its stand-in's connection
+    last_active = time.monotonic()
     while True:
         try:
-            ready, _, _ = select.select(watched, [], [])
+            ready, _, _ = select.select(watched, [], [], IDLE_S)
         except InterruptedError:
             continue
+        if not ready and not waiting and time.monotonic() - last_active >= IDLE_S:
+            return  # nothing of this job runs here any more: a later worker starts a new zygote
+        last_active = time.monotonic()
         if len(watched) > 2 and watched[2] in ready:
             return  # the raylet ended: so does this node's zygote
         if wake_r in ready:
