@@ -42,8 +42,9 @@ NOT_KEYED = ("W2S_PREFORK_READY_S",)
 # a zygote with no worker alive and no request for this long ends: its job may be over
 IDLE_S = float(os.environ.get("W2S_PREFORK_IDLE_S", "120"))
 # how long a worker waits for its zygote to be ready (the first one waits for its imports) before it
-# starts the plain way: well inside the time Ray gives a worker to register (60 s by default)
-READY_S = float(os.environ.get("W2S_PREFORK_READY_S", "20"))
+# starts the plain way: inside the time Ray gives a worker to register (60 s by default), with time
+# left for the plain start
+READY_S = float(os.environ.get("W2S_PREFORK_READY_S", "40"))
 LEN = struct.Struct("!I")
 
 

@@ -28,6 +28,7 @@ project's venv, e.g. `python benchmarks/teacher_scaling.py`.
 | `time_to_result.py` | the default run from command to summary: start-up, model loading, set-up, rounds, shutdown |
 | `peer_trl.py` | the plain Agent's DPO step and generation against TRL's `DPOTrainer` and plain `generate`: tokens/s, peak memory (needs `pip install '.[bench]'`) |
 | `actor_overhead.py` | generate / train through `AgentActor` vs the plain `Agent` in-process; tokens/s |
+| `agent_start.py` | CPU and wall seconds to start N agent actors, plain Ray workers vs forks of a warm zygote (`ray.prefork`) |
 | `ci_speed.py` | `scripts/setup.sh` (and `--dev`) and `.ci/run` from fresh clones with empty caches, cold and warm model cache: seconds, pytest's closing line and slowest tests |
 | `bad_inputs.py` | every config key with a wrong type, unknown sub-keys and indices; broken config files, `config.yaml` on `--resume` and data files: how many were answered with one line and exit code 2, how many changed anything on disk |
 | `scoring_memory.py` | scoring memory at a 152k vocabulary (peak resident memory of scoring 1 to 64 rows of 1024 tokens, before and after memory-bounded scoring) and scoring tokens/s on the default world, before vs after |
@@ -196,6 +197,18 @@ def section_overhead(data: dict) -> list[str]:
     for name, r in data["results"].items():
         lines.append(f"| {name} | {r['plain_s']:.3f} | {r['actor_s']:.3f} | {100 * r['extra_fraction']:+.1f}% | {r['tokens_per_s']} |")
     return lines + [""]
+
+
+def section_agent_start(data: dict) -> list[str]:
+    plain, forked = data["plain"], data["forked"]
+    return ["## Agent start-up: plain workers vs forks of a warm process", "", machine_line(data), "",
+            f"`python benchmarks/agent_start.py`: {data['agents']} agent actors (`{data['model']}`) started at once "
+            "on a fresh local Ray until each has loaded its model; CPU is the whole machine's busy time meanwhile "
+            "(the forked mode includes its zygote's imports).", "",
+            "| start | wall s | CPU s | CPU s per agent |", "| --- | --- | --- | --- |",
+            f"| plain (`ray.prefork=false`) | {plain['wall_s']:.1f} | {plain['cpu_s']:.1f} | {plain['cpu_s_per_agent']:.2f} |",
+            f"| forked (default) | {forked['wall_s']:.1f} | {forked['cpu_s']:.1f} | {forked['cpu_s_per_agent']:.2f} |", "",
+            f"Forked agents cost {data['cpu_ratio']:.1f}x less CPU to start and are ready {data['wall_ratio']:.1f}x sooner.", ""]
 
 
 def section_ci_speed(data: dict) -> list[str]:
@@ -457,6 +470,8 @@ def main() -> None:
         lines += section_peer(data)
     if (data := load("time_to_result")):
         lines += section_time_to_result(data)
+    if (data := load("agent_start")):
+        lines += section_agent_start(data)
     if (data := load("ci_speed")):
         lines += section_ci_speed(data)
     if (data := load("scoring_memory")):
