@@ -188,7 +188,7 @@ def run_worker(argv: list[str]) -> None:
 
 
 def _wait_foreign(pid: int) -> int:
-    """Wait for a process that is not our child (its exit code is unknown: 1 unless it was 0)."""
+    """Wait for a process that is not our child (its exit code cannot be known: 1 is reported)."""
     try:
         fd = os.pidfd_open(pid)
     except (OSError, AttributeError):
