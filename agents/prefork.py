@@ -136,6 +136,9 @@ def _connect(address: str, argv: list[str]) -> socket.socket | None:
                 _start_zygote(address, argv)
                 started = True
             time.sleep(0.05)
+        except OSError:  # no abstract unix sockets on this system: the plain way
+            sock.close()
+            return None
     return None
 
 

@@ -17,6 +17,7 @@ the call redone, counted as one failure of that agent.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -266,11 +267,13 @@ class AgentPool:
 OWN_INTERPRETER = ("py_executable", "pip", "uv", "conda", "container", "image_uri")
 
 
-def forks(num_gpus: float, job_env: dict) -> bool:
+def forks(num_gpus: float, job_env: dict, platform: str = sys.platform) -> bool:
     """Whether an actor may be forked from a zygote of the driver's interpreter (agents.prefork):
-    not when it holds a GPU (CUDA does not survive a fork of a process that touched it), nor when
-    the job's runtime env picks another interpreter or environment for its workers."""
-    return not num_gpus and not any(job_env.get(key) for key in OWN_INTERPRETER)
+    on Linux only (abstract unix sockets, pidfds), not when it holds a GPU (CUDA does not survive a
+    fork of a process that touched it), nor when the job's runtime env picks another interpreter or
+    environment for its workers."""
+    return (platform.startswith("linux") and not num_gpus
+            and not any(job_env.get(key) for key in OWN_INTERPRETER))
 
 
 def init_error_line(exc: RayActorError) -> str:

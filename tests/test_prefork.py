@@ -47,7 +47,8 @@ def gone(pid: int, within_s: float = 60.0) -> bool:
 
 
 def test_only_cpu_actors_of_a_job_without_its_own_interpreter_are_forked():
-    assert forks(0, {}) and forks(0.0, {"env_vars": {"A": "1"}, "working_dir": "."})
+    assert forks(0, {}, "linux") and forks(0.0, {"env_vars": {"A": "1"}, "working_dir": "."}, "linux")
+    assert not forks(0, {}, "darwin")  # abstract unix sockets and pidfds are Linux's
     assert not forks(1, {}) and not forks(0.5, {})  # CUDA does not survive a fork
     for key in ("pip", "uv", "conda", "py_executable", "container", "image_uri"):
         assert not forks(0, {key: "x"}), key
