@@ -179,19 +179,15 @@ def run_worker(argv: list[str]) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(signum, forward)
     sock.settimeout(None)
-    while True:
-        try:
-            status, _ = _recv(sock)
-            break
-        except InterruptedError:
-            continue
-    if status is None:  # the zygote went away: wait for the child itself
-        status = {"code": _wait_foreign(child)}
+    status, _ = _recv(sock)  # (a signal forwarded meanwhile does not interrupt it: PEP 475)
+    if status is None:  # the zygote went away: wait for the child itself, whose exit code it kept
+        wait_until_gone(child)
+        status = {"code": 1}
     os._exit(status["code"])
 
 
-def _wait_foreign(pid: int) -> int:
-    """Wait for a process that is not our child (its exit code cannot be known: 1 is reported)."""
+def wait_until_gone(pid: int) -> None:
+    """Block until a process that need not be our child has ended (its pidfd, else by polling)."""
     try:
         fd = os.pidfd_open(pid)
     except (OSError, AttributeError):
@@ -199,10 +195,9 @@ def _wait_foreign(pid: int) -> int:
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
-                return 1
+                return
             time.sleep(0.5)
     select.select([fd], [], [])
-    return 1
 
 
 # ---------------------------------------------------------------- the zygote
@@ -211,16 +206,7 @@ def _watch_parent(client: int) -> None:
     import threading
 
     def watch():
-        try:
-            fd = os.pidfd_open(client)
-            select.select([fd], [], [])
-        except OSError:
-            while True:
-                try:
-                    os.kill(client, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.5)
+        wait_until_gone(client)
         os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="w2s-prefork-parent", daemon=True).start()
