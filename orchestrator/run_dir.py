@@ -117,8 +117,17 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+class RunDirectoryClosed(RuntimeError):
+    """A write to a run directory after `close()`: the run is being stopped and its files are final."""
+
+
 class RunDirectory:
-    """One run's files. Safe to reopen (resume appends to metrics.jsonl)."""
+    """One run's files. Safe to reopen (resume appends to metrics.jsonl).
+
+    Closed means final: the Orchestrator's `shutdown` runs beside a still-running `run` (the actor
+    takes calls concurrently), and on a storage URI a write after close would recreate an empty
+    staging folder and upload a metrics.jsonl holding only the new lines over the whole one. Every
+    write after `close()` raises `RunDirectoryClosed` instead."""
 
     def __init__(self, root: str | os.PathLike):
         root = str(root)
@@ -134,14 +143,29 @@ class RunDirectory:
             self.local.mkdir(parents=True, exist_ok=True)
         self._published: dict[str, tuple[float, int]] = {}
         self.checkpoints = storage.join(self.root, "checkpoints")
-        self.plots = self.local / "plots"  # written here, then published
         self.live = storage.join(self.checkpoints, ".live")  # per-agent snapshots after every mutating stage
+        self.closed = False
 
     def close(self) -> None:
-        """Upload what changed and drop the node-local staging copy of a run on a storage URI."""
+        """Upload what changed and drop the node-local staging copy of a run on a storage URI; no
+        write is taken afterwards."""
+        if self.closed:
+            return
         if self.remote:
             self.publish()
+        self.closed = True
+        if self.remote:
             shutil.rmtree(self.local, ignore_errors=True)
+
+    def _open_for_writes(self) -> None:
+        if self.closed:
+            raise RunDirectoryClosed(f"{self.root}: the run directory is closed (the run is stopping); not written")
+
+    @property
+    def plots(self) -> Path:
+        """Where plots are written, then published (refused once closed, like every write)."""
+        self._open_for_writes()
+        return self.local / "plots"
 
     @property
     def name(self) -> str:
@@ -156,6 +180,7 @@ class RunDirectory:
     def publish(self, relative: str = "") -> None:
         """Upload the staged files under `relative` (all: '') that changed since their last upload;
         nothing to do for a local run."""
+        self._open_for_writes()
         if not self.remote:
             return
         base = self.local / relative
@@ -168,6 +193,7 @@ class RunDirectory:
                 self._published[rel] = (stat.st_mtime, stat.st_size)
 
     def write_config(self, config: dict) -> None:
+        self._open_for_writes()
         tmp = self.local / ".config.yaml.tmp"
         tmp.write_text(yaml.safe_dump(config, sort_keys=False))
         os.replace(tmp, self.local / "config.yaml")
@@ -189,6 +215,7 @@ class RunDirectory:
         return data
 
     def log(self, event: str, **fields: Any) -> None:
+        self._open_for_writes()
         record = {"time": round(time.time(), 3), "event": event, **fields}
         with open(self.local / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
@@ -196,22 +223,26 @@ class RunDirectory:
 
     def log_many(self, event: str, rows: list[dict]) -> None:
         """Several events of one kind in one write (and one upload on a storage URI)."""
+        self._open_for_writes()
         stamp = round(time.time(), 3)
         with open(self.local / "metrics.jsonl", "a") as fh:
             fh.writelines(json.dumps({"time": stamp, "event": event, **row}) + "\n" for row in rows)
         self.publish("metrics.jsonl")
 
     def write_summary(self, summary: dict) -> None:
+        self._open_for_writes()
         write_json_atomic(self.local / "summary.json", summary)
         self.publish("summary.json")
 
     def write_json(self, relative: str, data: Any) -> None:
         """A JSON file of the run (splits.json, cache/<name>), atomically, then published."""
+        self._open_for_writes()
         write_json_atomic(self.local / relative, data)
         self.publish(relative)
 
     def write_jsonl(self, relative: str, rows: list[dict]) -> None:
         """A JSON-lines file of the run (an evaluation's samples), atomically, then published."""
+        self._open_for_writes()
         path = self.local / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
@@ -229,6 +260,7 @@ class RunDirectory:
         """Where to write round `round_index`'s checkpoint; `commit_checkpoint` makes it count.
         Local: a temporary folder renamed into place. URI: the final prefix, cleared of any
         uncommitted leftovers of an earlier attempt."""
+        self._open_for_writes()
         if self.remote:
             target = storage.join(self.checkpoints, f"{CHECKPOINT_PREFIX}{round_index}")
             storage.remove(target)
@@ -237,6 +269,7 @@ class RunDirectory:
         return tempfile.mkdtemp(prefix=f".{CHECKPOINT_PREFIX}{round_index}.", dir=self.checkpoints)
 
     def commit_checkpoint(self, written: str, round_index: int, state: dict) -> str:
+        self._open_for_writes()  # a round committed after its metrics.jsonl closed would be resumed unlogged
         if self.remote:
             storage.write_json(storage.join(written, STATE_FILE), state)
             storage.write_bytes(storage.join(written, COMMIT_MARKER), b"")
@@ -260,6 +293,7 @@ class RunDirectory:
 
     def prune_checkpoints(self, keep: set[int]) -> list[int]:
         """Delete the checkpoints of rounds not in `keep`; returns the rounds deleted."""
+        self._open_for_writes()
         gone = []
         for index in self._rounds():
             if index not in keep:

@@ -146,6 +146,41 @@ def test_a_run_on_s3_is_interrupted_and_resumed_from_its_uri(s3, tmp_path, cache
     shutil.rmtree(local)
 
 
+def test_a_closed_run_directory_takes_no_write_that_could_shrink_its_log(tmp_path):
+    """The Orchestrator's shutdown closes the run directory while its `run` may still be going: a log
+    line after close once recreated the staging folder and uploaded a one-line metrics.jsonl over the
+    whole one (a resumed run then lost rounds 0 and 1). Every write after close is refused; the
+    store keeps every line written before."""
+    import fsspec
+
+    from orchestrator.run_dir import RunDirectory, RunDirectoryClosed
+
+    fs = fsspec.filesystem("memory")
+    for root in ("memory://closing/run", str(tmp_path / "local-run")):
+        run_dir = RunDirectory(root)
+        run_dir.log("round", round=0)
+        run_dir.log("round", round=1)
+        staging = run_dir.local
+        run_dir.close()
+        writes = {"log": lambda: run_dir.log("round", round=2), "log_many": lambda: run_dir.log_many("x", [{}]),
+                  "summary": lambda: run_dir.write_summary({}), "json": lambda: run_dir.write_json("cache/x.json", {}),
+                  "jsonl": lambda: run_dir.write_jsonl("eval/x.jsonl", [{}]), "config": lambda: run_dir.write_config({}),
+                  "plots": lambda: run_dir.plots, "publish": run_dir.publish,
+                  "checkpoint": lambda: run_dir.new_checkpoint(2), "prune": lambda: run_dir.prune_checkpoints(set()),
+                  "commit": lambda: run_dir.commit_checkpoint(str(tmp_path / "x"), 2, {})}
+        for name, write in writes.items():
+            with pytest.raises(RunDirectoryClosed, match="closed"):
+                write()
+        if run_dir.remote:
+            assert not staging.exists()  # nothing recreated the staging folder
+            lines = fs.cat("/closing/run/metrics.jsonl").decode().splitlines()
+        else:
+            lines = (staging / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(line)["round"] for line in lines] == [0, 1], root
+        run_dir.close()  # a second close is no error
+    fs.rm("/closing", recursive=True)
+
+
 def test_a_download_never_writes_outside_its_folder(tmp_path):
     """An object named `run/../../x` under the run prefix is refused, not written outside the staging folder."""
     import fsspec
