@@ -80,7 +80,11 @@ from orchestrator import load_config
 from orchestrator.api import run
 
 endpoint, prefix = sys.argv[1], sys.argv[2]
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+# the GCS declares a silent node dead after 2 missed health checks 0.5 s apart (Ray's default: 5
+# missed, 3 s apart, about 20 s in which the lost teacher's call just waits): a cluster's own setting,
+# the same recovery path, sooner
+health = {"health_check_period_ms": 500, "health_check_timeout_ms": 500, "health_check_failure_threshold": 2}
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "_system_config": health})
 workers = [cluster.add_node(num_cpus=1) for _ in range(3)]  # three agents, one spare node
 cluster.wait_for_nodes()
 ray.init(address=cluster.address, namespace="w2s-node-loss")
