@@ -21,8 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = [*TINY_RUN, "teachers.count=2", "baselines.strong_ceiling=false"]
 
 
-def cli(*args, timeout=300, **kwargs):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+def cli(*args, address: str | None = None, **kwargs):
+    """The CLI in its own process; with `address`, attached to that running cluster (RAY_ADDRESS) as on
+    a shared machine, instead of starting a Ray of its own."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **({"RAY_ADDRESS": address} if address else {}))
     return subprocess.Popen([sys.executable, "-m", "orchestrator.main", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
@@ -76,10 +78,13 @@ def test_too_many_failures_name_the_agent(ray_cluster, tmp_path, cache_dir):
         core.shutdown()
 
 
-def test_a_run_that_fails_midway_exits_1_with_one_line(tmp_path, cache_dir):
-    """Not bad input: every stage has 1 ms, so loading the models cannot answer in time."""
+def test_a_run_that_fails_midway_exits_1_with_one_line(ray_cluster, tmp_path, cache_dir):
+    """Not bad input: every stage has 1 ms, so loading the models cannot answer in time. (Both CLI
+    runs here attach to the session's cluster: the CLI starting a Ray of its own is
+    tests/test_storage.py's and tests/test_sweep.py's path.)"""
     proc = cli(*TINY, "rounds=1", f"output_dir={tmp_path / 'run'}", f"cache_dir={cache_dir}",
-               "ray.stage_timeout_s=0.001", "ray.max_failures=0", "--quiet")
+               "ray.stage_timeout_s=0.001", "ray.max_failures=0", "--quiet",
+               address=ray_cluster.get_runtime_context().gcs_address)
     out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 1, out[-2000:]
     errors = [line for line in out.splitlines() if line.startswith("error: ")]
@@ -87,10 +92,11 @@ def test_a_run_that_fails_midway_exits_1_with_one_line(tmp_path, cache_dir):
     assert "Traceback" not in out
 
 
-def test_a_model_that_cannot_load_is_bad_input_exit_2(tmp_path, cache_dir):
+def test_a_model_that_cannot_load_is_bad_input_exit_2(ray_cluster, tmp_path, cache_dir):
     """Bad input found only once the run started (an agent's model cannot load) is still exit 2."""
     proc = cli(*TINY, "rounds=1", f"output_dir={tmp_path / 'run'}", f"cache_dir={cache_dir}",
-               "student.name_or_path=no-such-org/no-such-model", "--quiet")
+               "student.name_or_path=no-such-org/no-such-model", "--quiet",
+               address=ray_cluster.get_runtime_context().gcs_address)
     out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 2, out[-2000:]
     errors = [line for line in out.splitlines() if line.startswith("error: ")]
