@@ -33,8 +33,13 @@ import subprocess
 import sys
 import time
 
-# what a zygote imports before it forks: everything an agent actor imports that costs time
-WARM_MODULES = ("torch", "transformers", "peft", "ray", "agents.agent", "agents.actor", "agents.reward_model")
+# what a zygote imports before it forks: everything an agent actor imports that costs time, except
+# Ray. Ray's C++ library seeds its random-ID generator once per process, on first use: children
+# forked after it was seeded made the same "random" object ids (two workers starting together then
+# collided in their object-store warm-up and one aborted). Each child imports Ray itself (about
+# 0.3 CPU s) and seeds its own; `serve` refuses to fork from a zygote that has loaded it.
+WARM_MODULES = ("torch", "transformers", "peft", "agents.agent", "agents.reward_model")
+NOT_PRELOADED = "ray._raylet"
 # differ between workers that can share one zygote (each child gets its own values back). Not the
 # job id: a zygote shared by two jobs gave the second job's workers the first job's id (Ray then
 # ends them as workers of a finished job), so each job has its own zygote
@@ -212,6 +217,16 @@ def _watch_parent(client: int) -> None:
     threading.Thread(target=watch, name="w2s-prefork-parent", daemon=True).start()
 
 
+def _fresh_generators() -> None:
+    """Fresh random generators, as a plain process starts with: torch's default generator and numpy's
+    global one from new entropy (Python's `random` reseeds itself on fork). Without this every child
+    would continue the zygote's streams from the same point. (Agents seed what their results depend on.)"""
+    if "torch" in sys.modules:
+        sys.modules["torch"].seed()
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()
+
+
 def _become_worker(request: dict, fds: list[int]) -> None:
     """In the forked child: take the stand-in's streams, environment and arguments, run Ray's worker."""
     import runpy
@@ -228,6 +243,7 @@ def _become_worker(request: dict, fds: list[int]) -> None:
     os.environ.clear()
     os.environ.update(request["env"], **{ZYGOTE_ENV: str(os.getppid())})
     os.chdir(request["cwd"])
+    _fresh_generators()
     sys.argv = list(request["argv"])
     sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))
     _watch_parent(request["client"])
@@ -263,6 +279,9 @@ def serve(address: str) -> None:
 
     for name in WARM_MODULES:
         importlib.import_module(name)
+    if NOT_PRELOADED in sys.modules:  # its children would share one random-ID stream: workers start plain
+        print(f"zygote {os.getpid()}: {NOT_PRELOADED} was imported with {WARM_MODULES}; not forking", flush=True)
+        return
     print(f"zygote {os.getpid()} ready in {time.monotonic() - started:.1f}s", flush=True)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)

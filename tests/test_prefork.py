@@ -122,13 +122,21 @@ def test_agent_actors_are_forks_that_die_with_the_process_ray_started(ray_cluste
     @ray_cluster.remote(num_cpus=0.1, runtime_env={"py_executable": prefork.command()})
     class Probe:
         def where(self):
+            import numpy
             import ray
+            import torch
+            from ray._raylet import ObjectID
 
-            return os.getpid(), ray.get_runtime_context().get_worker_id()
+            return (os.getpid(), ray.get_runtime_context().get_worker_id(), ObjectID.from_random().hex(),
+                    float(numpy.random.random()), torch.initial_seed())
 
     probes = [Probe.remote(), Probe.remote()]
-    (pid_1, worker_1), (pid_2, worker_2) = ray_cluster.get([p.where.remote() for p in probes], timeout=300)
+    (pid_1, worker_1, id_1, np_1, seed_1), (pid_2, worker_2, id_2, np_2, seed_2) = ray_cluster.get(
+        [p.where.remote() for p in probes], timeout=300)
     assert parent_of(pid_1) == parent_of(pid_2) == zygote  # one zygote per node and environment
+    # each child its own random streams, as each plain process has: Ray's ids (two children that
+    # shared the zygote's generator collided in the object store), numpy's and torch's default generators
+    assert id_1 != id_2 and np_1 != np_2 and seed_1 != seed_2
     # the process Ray started stands in for the worker; Ray may SIGKILL it, which cannot be
     # forwarded: the worker must die with it, or Ray would count a dead worker that still runs
     stand_in = stand_in_of(worker_1)
